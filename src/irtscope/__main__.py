@@ -1,0 +1,5 @@
+"""``python -m irtscope`` runs the CLI."""
+
+from irtscope.cli import main
+
+main()

@@ -1,0 +1,3 @@
+"""ClinicalTrials.gov landscape: sources -> store -> screen -> classify -> describe -> report."""
+
+__all__: list[str] = []
