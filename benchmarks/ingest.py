@@ -1,0 +1,139 @@
+"""Import throughput and peak memory of ``irtscope trials import``.
+
+Builds JSONL inputs of N records by cycling the shared records (``../shared/data/ctgov``) and
+renumbering their NCT ids (``NCT9xxxxxxx``, so every record is a new study), then imports each
+into a fresh DuckDB file in a fresh process (so peak RSS belongs to that size alone) on one
+thread. Prints records/s, peak RSS, and the ratio to plain ``orjson.loads`` over the same
+bytes (the floor any JSON importer pays here).
+
+Not run by pytest. Usage::
+
+    python benchmarks/ingest.py                 # 2,000 and 100,000 records
+    python benchmarks/ingest.py --sizes 2000    # quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import orjson
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _shared_dir() -> Path:
+    env = os.environ.get("IRTSCOPE_SHARED_DATA")
+    return (Path(env) if env else ROOT.parent / "shared" / "data") / "ctgov"
+
+
+def make_input(n: int, out: Path) -> int:
+    """Write ``n`` renumbered shared records as JSONL; returns the byte count."""
+    records: list[dict] = []
+    for path in sorted(_shared_dir().glob("*.json.gz")):
+        with gzip.open(path) as handle:
+            records.extend(orjson.loads(handle.read()))
+    if not records:
+        raise SystemExit(f"no shared records under {_shared_dir()}")
+    size = 0
+    with out.open("wb") as handle:
+        for i in range(n):
+            record = records[i % len(records)]
+            ps = dict(record["protocolSection"])
+            ident = dict(ps["identificationModule"])
+            ident["nctId"] = f"NCT9{i:07d}"
+            ident.pop("nctIdAliases", None)
+            ps["identificationModule"] = ident
+            line = orjson.dumps({**record, "protocolSection": ps}) + b"\n"
+            handle.write(line)
+            size += len(line)
+    return size
+
+
+def _orjson_seconds(path: Path) -> float:
+    """Time plain orjson.loads of every line (reading excluded)."""
+    total = 0.0
+    with path.open("rb") as handle:
+        for line in handle:
+            start = time.perf_counter()
+            orjson.loads(line)
+            total += time.perf_counter() - start
+    return total
+
+
+def run_one(path: Path, db: Path) -> dict:
+    """Child process: import ``path`` into ``db`` on one thread; report time and peak RSS."""
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    from irtscope.trials import Store, import_paths
+
+    with Store(db) as store:
+        store.con.execute("SET threads = 1")
+        start = time.perf_counter()
+        report = import_paths(store, [path])
+        seconds = time.perf_counter() - start
+        unique = store.study_count()
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {
+        "records": report.entries_read,
+        "new_studies": report.new_studies,
+        "unique": unique,
+        "failures": len(report.failures),
+        "seconds": seconds,
+        "peak_rss_mib": peak_kib / 1024,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[2000, 100_000])
+    parser.add_argument("--keep", action="store_true", help="keep the temporary files")
+    parser.add_argument("--child", nargs=2, metavar=("INPUT", "DB"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(run_one(Path(args.child[0]), Path(args.child[1]))))
+        return
+
+    workdir = Path(tempfile.mkdtemp(prefix="irtscope-bench-"))
+    print(
+        f"{'records':>9} {'MB':>7} {'import s':>9} {'rec/s':>8} {'orjson s':>9} "
+        f"{'ratio':>6} {'peak RSS MiB':>13}"
+    )
+    for n in args.sizes:
+        data = workdir / f"records_{n}.jsonl"
+        size = make_input(n, data)
+        baseline = _orjson_seconds(data)
+        db = workdir / f"bench_{n}.duckdb"
+        child = subprocess.run(
+            [sys.executable, __file__, "--child", str(data), str(db)],
+            check=True,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
+        result = json.loads(child.stdout.strip().splitlines()[-1])
+        assert result["new_studies"] == n and result["failures"] == 0, result
+        rate = result["records"] / result["seconds"]
+        print(
+            f"{n:>9,} {size / 1e6:>7.0f} {result['seconds']:>9.1f} {rate:>8,.0f} "
+            f"{baseline:>9.1f} {result['seconds'] / baseline:>6.2f} "
+            f"{result['peak_rss_mib']:>13,.0f}",
+            flush=True,
+        )
+        if not args.keep:
+            data.unlink()
+            for path in workdir.glob(f"bench_{n}.duckdb*"):
+                path.unlink()
+    if not args.keep:
+        workdir.rmdir()
+
+
+if __name__ == "__main__":
+    main()

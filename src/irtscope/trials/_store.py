@@ -1,0 +1,958 @@
+"""DuckDB store of registry records: raw JSON of every version plus normalized tables.
+
+One file holds everything. A :class:`Store` owns the only writing connection (DuckDB allows
+one writer per file). Writes are bulk inserts of registered Arrow tables: one transaction per
+harvested page (together with the new page token, so a harvest resumes exactly), and one per
+batch of an imported file, whose snapshot stays ``importing`` until its last batch and is
+removed if the import is interrupted, so a half-written snapshot is never left behind.
+
+Tables (``schema_version`` records the layout)::
+
+    snapshots        one row per import of a file / per harvest: source, retrieved_at,
+                     data_timestamp (registry /version for harvests), status
+    study_versions   raw JSON of every distinct version of every study (``raw``, canonical
+                     text with sorted keys; query it with ``raw::JSON``), keyed by
+                     (nct_id, version = content hash); is_current marks the newest one;
+                     merged_into names the study an alias was merged into
+    entries          every record read (hits), duplicates included: origin, position,
+                     source, query, nct_id, version, outcome -> provenance and "N hits -> M"
+    studies, sponsors, conditions, keywords, interventions, arm_groups, locations,
+    secondary_ids, aliases
+                     normalized rows of every version (nct_id, version, snapshot_id, ...);
+                     ``current_<table>`` views keep the current version only
+    queries, harvests, harvest_queries
+                     query log and resumable harvest state (page token, pages done)
+
+Other modules may add their own tables through ``store.con`` (prefix them with their area).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import gc
+import hashlib
+import logging
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pyarrow as pa
+
+from irtscope._errors import DataError
+from irtscope.trials._normalize import (
+    BOOL_COLUMNS,
+    DATE_COLUMNS,
+    INT_COLUMNS,
+    LIST_COLUMNS,
+    TABLE_COLUMNS,
+    canonical_json,
+    content_hash,
+    is_valid_nct_id,
+    nct_id_of,
+    normalize_study,
+    version_info,
+)
+from irtscope.trials._sources_files import ImportFailure, ImportReport, RawRecord
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+#: DuckDB memory cap during bulk imports (see ``Store._bulk_settings``).
+BULK_MEMORY_LIMIT = "256MB"
+ProgressCallback = Callable[[int, "int | None", str], None]
+
+
+def default_db_path() -> Path:
+    """``$IRTSCOPE_DB`` or ``<user data dir>/irtscope/trials.duckdb``."""
+    env = os.environ.get("IRTSCOPE_DB")
+    if env:
+        return Path(env)
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("irtscope")) / "trials.duckdb"
+
+
+def _sql_type(column: str) -> str:
+    if column in LIST_COLUMNS:
+        return "VARCHAR[]"
+    if column in INT_COLUMNS:
+        return "BIGINT"
+    if column in BOOL_COLUMNS:
+        return "BOOLEAN"
+    if column in DATE_COLUMNS:
+        return "DATE"
+    return "VARCHAR"
+
+
+def _arrow_type(column: str) -> pa.DataType:
+    if column in LIST_COLUMNS:
+        return pa.list_(pa.string())
+    if column in INT_COLUMNS:
+        return pa.int64()
+    if column in BOOL_COLUMNS:
+        return pa.bool_()
+    if column in DATE_COLUMNS:
+        return pa.date32()
+    return pa.string()
+
+
+_KEY_COLUMNS = ("nct_id", "version", "snapshot_id")
+_ARROW_SCHEMAS = {
+    table: pa.schema(
+        [("nct_id", pa.string()), ("version", pa.string()), ("snapshot_id", pa.int64())]
+        + [(c, _arrow_type(c)) for c in columns]
+    )
+    for table, columns in TABLE_COLUMNS.items()
+}
+_VERSION_SCHEMA = pa.schema(
+    [
+        ("nct_id", pa.string()),
+        ("version", pa.string()),
+        ("seq", pa.int64()),
+        ("snapshot_id", pa.int64()),
+        ("last_update_posted", pa.string()),
+        ("version_holder", pa.string()),
+        ("raw", pa.string()),
+    ]
+)
+_ENTRY_SCHEMA = pa.schema(
+    [
+        ("origin", pa.string()),
+        ("locator", pa.string()),
+        ("snapshot_id", pa.int64()),
+        ("source", pa.string()),
+        ("query_key", pa.string()),
+        ("query_name", pa.string()),
+        ("nct_id", pa.string()),
+        ("version", pa.string()),
+        ("outcome", pa.string()),
+    ]
+)
+
+
+def _ddl() -> list[str]:
+    statements = [
+        "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER, applied_at TIMESTAMP)",
+        """CREATE TABLE IF NOT EXISTS snapshots (
+            snapshot_id BIGINT PRIMARY KEY, kind VARCHAR, source VARCHAR,
+            retrieved_at TIMESTAMP, data_timestamp VARCHAR, status VARCHAR, detail JSON)""",
+        """CREATE TABLE IF NOT EXISTS study_versions (
+            nct_id VARCHAR NOT NULL, version VARCHAR NOT NULL, seq BIGINT,
+            snapshot_id BIGINT, last_update_posted VARCHAR, version_holder VARCHAR,
+            raw VARCHAR, is_current BOOLEAN DEFAULT FALSE, merged_into VARCHAR)""",
+        """CREATE TABLE IF NOT EXISTS entries (
+            origin VARCHAR, locator VARCHAR, snapshot_id BIGINT, source VARCHAR,
+            query_key VARCHAR, query_name VARCHAR, nct_id VARCHAR, version VARCHAR,
+            outcome VARCHAR)""",
+        """CREATE TABLE IF NOT EXISTS imported_files (
+            content_hash VARCHAR, path VARCHAR, snapshot_id BIGINT, imported_at TIMESTAMP)""",
+        """CREATE TABLE IF NOT EXISTS queries (
+            query_key VARCHAR PRIMARY KEY, name VARCHAR, params JSON,
+            first_run TIMESTAMP)""",
+        """CREATE TABLE IF NOT EXISTS harvests (
+            harvest_id BIGINT PRIMARY KEY, snapshot_id BIGINT, base_url VARCHAR,
+            query_keys VARCHAR[], data_timestamp VARCHAR, started_at TIMESTAMP,
+            finished_at TIMESTAMP, status VARCHAR)""",
+        """CREATE TABLE IF NOT EXISTS harvest_queries (
+            harvest_id BIGINT, query_key VARCHAR, name VARCHAR, params JSON,
+            total_count BIGINT, page_token VARCHAR, pages_done BIGINT, hits BIGINT,
+            status VARCHAR, updated_at TIMESTAMP)""",
+    ]
+    for table, columns in TABLE_COLUMNS.items():
+        cols = ", ".join(f"{c} {_sql_type(c)}" for c in columns)
+        extra = ", is_current BOOLEAN DEFAULT FALSE" if table == "studies" else ""
+        statements.append(
+            f"CREATE TABLE IF NOT EXISTS {table} (nct_id VARCHAR NOT NULL, "
+            f"version VARCHAR NOT NULL, snapshot_id BIGINT, {cols}{extra})"
+        )
+        statements.append(
+            f"CREATE OR REPLACE VIEW current_{table} AS SELECT t.* FROM {table} t "
+            "JOIN study_versions v USING (nct_id, version) WHERE v.is_current"
+        )
+    statements.append(
+        "CREATE OR REPLACE VIEW study_queries AS SELECT nct_id, query_name, query_key, "
+        "count(*) AS hits FROM entries WHERE query_key IS NOT NULL GROUP BY ALL"
+    )
+    return statements
+
+
+def _columns_to_arrow(rows: dict[str, list[Any]], schema: pa.Schema) -> pa.Table:
+    return pa.Table.from_pydict({name: rows[name] for name in schema.names}, schema=schema)
+
+
+@dataclass(slots=True)
+class _Prepared:
+    """One entry reduced to what the store needs, so the parsed dict can be freed at once
+    (a batch of dicts, not of rows, is what made memory grow with the input)."""
+
+    locator: str
+    nct: str | None = None
+    version: str | None = None
+    last_update: str | None = None
+    holder: str | None = None
+    raw: bytes | None = None
+    rows: dict[str, list[dict[str, Any]]] | None = None
+    failure: ImportFailure | None = None
+
+
+def _prepare(locator: str, record: RawRecord) -> _Prepared:
+    """Validate, canonicalise, hash and normalize one record (pure, no database)."""
+    if record.error is not None or record.study is None:
+        failure = ImportFailure(record.path, record.position, None, record.error or "empty")
+        return _Prepared(locator, failure=failure)
+    study = record.study
+    nct = nct_id_of(study)
+    if not is_valid_nct_id(nct):
+        reason = "no NCT id" if nct is None else f"invalid NCT id {nct!r}"
+        return _Prepared(locator, failure=ImportFailure(record.path, record.position, nct, reason))
+    try:
+        canonical = canonical_json(study)
+        rows = normalize_study(study)
+    except (TypeError, ValueError, AttributeError) as exc:
+        failure = ImportFailure(record.path, record.position, nct, f"unusable record: {exc}")
+        return _Prepared(locator, nct=nct, failure=failure)
+    last_update, holder = version_info(study)
+    return _Prepared(locator, nct, content_hash(canonical), last_update, holder, canonical, rows)
+
+
+class Store:
+    """The trials database (one DuckDB file).
+
+    Parameters
+    ----------
+    path : str or Path, optional
+        Database file; ``None`` uses :func:`default_db_path`, ``":memory:"`` a throwaway one.
+    read_only : bool
+        Open without writing (several readers may share a file; only one writer).
+
+    Examples
+    --------
+    >>> with Store(":memory:") as store:
+    ...     store.study_count()
+    0
+    """
+
+    def __init__(self, path: str | Path | None = None, read_only: bool = False) -> None:
+        self.path = path
+        self.read_only = read_only
+        self._con: Any = None
+
+    # -- connection ---------------------------------------------------------------------
+    def open(self) -> Store:
+        import duckdb
+
+        if self._con is not None:
+            return self
+        target = default_db_path() if self.path is None else self.path
+        if str(target) != ":memory:":
+            Path(target).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._con = duckdb.connect(str(target), read_only=self.read_only)
+        except duckdb.Error as exc:
+            raise DataError(f"cannot open trials database {target}: {exc}") from exc
+        if not self.read_only:
+            self._migrate()
+            self._recover()
+        return self
+
+    def close(self) -> None:
+        if self._con is not None:
+            self._con.close()
+            self._con = None
+
+    def __enter__(self) -> Store:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def con(self) -> Any:
+        """The DuckDB connection (opened on first use)."""
+        if self._con is None:
+            self.open()
+        return self._con
+
+    def _migrate(self) -> None:
+        con = self._con
+        con.execute("BEGIN")
+        for statement in _ddl():
+            con.execute(statement)
+        row = _one(con.execute("SELECT max(version) FROM schema_version"))
+        if row[0] is None:
+            con.execute("INSERT INTO schema_version VALUES (?, ?)", [SCHEMA_VERSION, _now()])
+        elif row[0] > SCHEMA_VERSION:
+            con.execute("ROLLBACK")
+            raise DataError(
+                f"trials database schema {row[0]} is newer than this irtscope "
+                f"({SCHEMA_VERSION}); upgrade irtscope"
+            )
+        con.execute("COMMIT")
+
+    # -- snapshots ----------------------------------------------------------------------
+    def _new_snapshot(
+        self,
+        kind: str,
+        source: str,
+        data_timestamp: str | None,
+        status: str,
+        detail: dict[str, Any] | None = None,
+    ) -> int:
+        snapshot_id = _one(
+            self.con.execute("SELECT coalesce(max(snapshot_id), 0) + 1 FROM snapshots")
+        )[0]
+        self.con.execute(
+            "INSERT INTO snapshots VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [
+                snapshot_id,
+                kind,
+                source,
+                _now(),
+                data_timestamp,
+                status,
+                orjson.dumps(detail or {}).decode(),
+            ],
+        )
+        return int(snapshot_id)
+
+    # -- ingest -------------------------------------------------------------------------
+    def import_records(
+        self,
+        records: Iterable[RawRecord],
+        source: str,
+        kind: str = "file",
+        progress: ProgressCallback | None = None,
+        batch_size: int = 1000,
+    ) -> ImportReport:
+        """Store the records of one file as one snapshot (see :func:`import_paths`).
+
+        Records are prepared as they stream in and written in batches, each batch its own
+        transaction so memory stays flat on huge files. The snapshot stays ``importing``
+        until the last batch; if anything interrupts the import (an error, Ctrl-C, a killed
+        process) its rows are removed (at once, or when the store is next opened), so a
+        half-written snapshot is never left behind. A file whose content was imported before
+        is read again (so its counts are reported) but adds nothing, not even a snapshot.
+        """
+        path = source.split("!", 1)[0]
+        origin = _file_hash(Path(path)) if Path(path).is_file() else f"source:{source}"
+        report = ImportReport()
+        con = self.con
+        restore = self._bulk_settings()
+        snapshot_id = self._new_snapshot(kind, source, None, "importing")
+        changed = False
+        newest: str | None = None
+        # Parsed records are many small dicts that are never cyclic; the cyclic GC
+        # rescanning them on every batch cost several times the parse itself.
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            batch: list[_Prepared] = []
+
+            def flush() -> None:
+                nonlocal changed, newest
+                con.execute("BEGIN")
+                try:
+                    counts = self._ingest_batch(batch, snapshot_id, origin, source, None, None)
+                    con.execute("COMMIT")
+                except BaseException:
+                    con.execute("ROLLBACK")
+                    raise
+                changed |= counts.pop("_changed")
+                holder = counts.pop("_newest")
+                if holder and (newest is None or holder > newest):
+                    newest = holder
+                _add_counts(report, counts)
+                if progress is not None:
+                    progress(len(batch), None, Path(path).name)
+                batch.clear()
+
+            for record in records:
+                batch.append(_prepare(record.position, record))
+                if len(batch) >= batch_size:
+                    flush()
+            if batch:
+                flush()
+        except BaseException:
+            self._discard_snapshot(snapshot_id)
+            raise
+        finally:
+            if gc_was_enabled:
+                gc.enable()
+            restore()
+        if changed:
+            con.execute("BEGIN")
+            # A file has no /version stamp: its newest record export date stands in.
+            con.execute(
+                "UPDATE snapshots SET data_timestamp = ?, status = 'complete' "
+                "WHERE snapshot_id = ?",
+                [newest, snapshot_id],
+            )
+            con.execute(
+                "INSERT INTO imported_files VALUES (?, ?, ?, ?)",
+                [origin, source, snapshot_id, _now()],
+            )
+            con.execute("COMMIT")
+        else:
+            self._discard_snapshot(snapshot_id)
+            report.already_imported = 1 if report.entries_read else 0
+        return report
+
+    def _bulk_settings(self) -> Callable[[], None]:
+        """Tune DuckDB for one bulk import; returns the function that undoes it.
+
+        DuckDB checkpoints whenever the WAL passes 16 MB, and each checkpoint rewrites the
+        table's last, partly filled row group, so with 20 kB records checkpoint time and
+        memory grew with the size of the import. During an import we checkpoint once, at
+        the end, and cap DuckDB's memory so committed-but-not-checkpointed blocks are
+        spilled instead of kept: peak memory then stays flat however large the input.
+        """
+        target = default_db_path() if self.path is None else self.path
+        if str(target) == ":memory:":
+            return lambda: None  # nothing to checkpoint; an in-memory store cannot spill
+        con = self.con
+        names = ("memory_limit", "checkpoint_threshold")
+        previous = {
+            name: _one(con.execute("SELECT current_setting(?)", [name]))[0] for name in names
+        }
+        con.execute(f"SET memory_limit = '{BULK_MEMORY_LIMIT}'")
+        con.execute("SET checkpoint_threshold = '1TB'")
+
+        def restore() -> None:
+            try:
+                con.execute("CHECKPOINT")
+            finally:
+                for name, value in previous.items():
+                    con.execute(f"SET {name} = '{value}'")
+
+        return restore
+
+    def _discard_snapshot(self, snapshot_id: int) -> None:
+        """Remove every row of an unfinished snapshot and restore the current versions."""
+        con = self.con
+        con.execute("BEGIN")
+        try:
+            touched = {
+                r[0]
+                for r in con.execute(
+                    "SELECT DISTINCT nct_id FROM study_versions WHERE snapshot_id = ?",
+                    [snapshot_id],
+                ).fetchall()
+            }
+            for table in (*TABLE_COLUMNS, "study_versions", "entries", "imported_files"):
+                con.execute(f"DELETE FROM {table} WHERE snapshot_id = ?", [snapshot_id])
+            con.execute("DELETE FROM snapshots WHERE snapshot_id = ?", [snapshot_id])
+            # Undo alias merges whose alias record went with the snapshot.
+            touched |= {
+                r[0]
+                for r in con.execute(
+                    """UPDATE study_versions SET merged_into = NULL
+                       WHERE merged_into IS NOT NULL AND NOT EXISTS (
+                         SELECT 1 FROM aliases a WHERE a.alias = study_versions.nct_id
+                         AND a.nct_id = study_versions.merged_into)
+                       RETURNING nct_id"""
+                ).fetchall()
+            }
+            self._merge_aliases()
+            if touched:
+                self._refresh_current(touched)
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+
+    def _recover(self) -> None:
+        """Discard file snapshots a killed process left half-written."""
+        rows = self.con.execute(
+            "SELECT snapshot_id FROM snapshots WHERE status = 'importing'"
+        ).fetchall()
+        for (snapshot_id,) in rows:
+            logger.warning("discarding interrupted import (snapshot %s)", snapshot_id)
+            self._discard_snapshot(int(snapshot_id))
+
+    def _ingest_batch(
+        self,
+        items: list[_Prepared],
+        snapshot_id: int,
+        origin: str,
+        source: str,
+        query_key: str | None,
+        query_name: str | None,
+    ) -> dict[str, Any]:
+        """Insert one prepared batch inside the caller's transaction; return counts."""
+        con = self.con
+        failures = [p.failure for p in items if p.failure is not None]
+        parsed = [p for p in items if p.failure is None]
+        counts: dict[str, Any] = {
+            "entries_read": len(parsed),
+            "new_studies": 0,
+            "new_versions": 0,
+            "identical": 0,
+            "older_versions": 0,
+            "alias_merged": 0,
+            "failures": failures,
+            "_changed": False,
+            "_newest": max((p.holder for p in parsed if p.holder), default=None),
+        }
+        if not parsed:
+            return counts
+
+        keys = pa.table({"nct_id": [p.nct for p in parsed], "version": [p.version for p in parsed]})
+        con.register("_batch_keys", keys)
+        try:
+            known_versions = set(
+                con.execute(
+                    "SELECT v.nct_id, v.version FROM study_versions v "
+                    "SEMI JOIN _batch_keys b ON v.nct_id = b.nct_id AND v.version = b.version"
+                ).fetchall()
+            )
+            known_ids = {
+                r[0]
+                for r in con.execute(
+                    "SELECT DISTINCT nct_id FROM study_versions "
+                    "WHERE nct_id IN (SELECT nct_id FROM _batch_keys)"
+                ).fetchall()
+            }
+        finally:
+            con.unregister("_batch_keys")
+
+        seq0 = _one(con.execute("SELECT coalesce(max(seq), 0) FROM study_versions"))[0]
+        versions: dict[str, list[Any]] = {name: [] for name in _VERSION_SCHEMA.names}
+        tables: dict[str, dict[str, list[Any]]] = {
+            t: {c: [] for c in _ARROW_SCHEMAS[t].names} for t in TABLE_COLUMNS
+        }
+        entries: dict[str, list[Any]] = {name: [] for name in _ENTRY_SCHEMA.names}
+        new_keys: list[tuple[str, str]] = []
+        outcomes: list[str] = []
+        for item in parsed:
+            nct, version = item.nct, item.version
+            key = (nct, version)
+            if key in known_versions:
+                outcome = "identical"
+            elif nct in known_ids:
+                outcome = "other_version"
+            else:
+                outcome = "new"
+            outcomes.append(outcome)
+            if outcome != "identical":
+                known_versions.add(key)
+                known_ids.add(nct)
+                new_keys.append(key)
+                seq0 += 1
+                for name, value in zip(
+                    _VERSION_SCHEMA.names,
+                    (nct, version, seq0, snapshot_id, item.last_update, item.holder, item.raw),
+                    strict=True,
+                ):
+                    versions[name].append(value)
+                for table, rows in (item.rows or {}).items():
+                    columns = tables[table]
+                    for row in rows:
+                        columns["nct_id"].append(nct)
+                        columns["version"].append(version)
+                        columns["snapshot_id"].append(snapshot_id)
+                        for column in TABLE_COLUMNS[table]:
+                            columns[column].append(row.get(column))
+            values = (
+                origin,
+                item.locator,
+                snapshot_id,
+                source,
+                query_key,
+                query_name,
+                nct,
+                version,
+                outcome,
+            )
+            for name, value in zip(_ENTRY_SCHEMA.names, values, strict=True):
+                entries[name].append(value)
+
+        if new_keys:
+            counts["_changed"] = True
+            # raw is canonical UTF-8 JSON bytes: view them as strings without decoding.
+            raw = pa.array(versions.pop("raw"), pa.binary()).view(pa.string())
+            version_table = pa.Table.from_pydict(
+                versions, schema=_VERSION_SCHEMA.remove(_VERSION_SCHEMA.get_field_index("raw"))
+            ).append_column("raw", raw)
+            con.register("_new_versions", version_table)
+            try:
+                con.execute(
+                    "INSERT INTO study_versions (nct_id, version, seq, snapshot_id, "
+                    "last_update_posted, version_holder, raw) SELECT * FROM _new_versions"
+                )
+            finally:
+                con.unregister("_new_versions")
+            for table, columns in tables.items():
+                if not columns["nct_id"]:
+                    continue
+                view = f"_new_{table}"
+                con.register(view, _columns_to_arrow(columns, _ARROW_SCHEMAS[table]))
+                try:
+                    con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM {view}")
+                finally:
+                    con.unregister(view)
+            counts["alias_merged"] = self._merge_aliases()
+            self._refresh_current({k[0] for k in new_keys})
+
+        # Entries already logged (same file content / same harvest page) are not re-added.
+        con.register("_new_entries", _columns_to_arrow(entries, _ENTRY_SCHEMA))
+        try:
+            added = _one(
+                con.execute(
+                    "INSERT INTO entries SELECT n.* FROM _new_entries n ANTI JOIN entries e "
+                    "ON e.origin = n.origin AND e.locator = n.locator"
+                )
+            )[0]
+        finally:
+            con.unregister("_new_entries")
+        if added:
+            counts["_changed"] = True
+
+        # Classify other versions as newer (now current) or older (kept as history).
+        other = [k for k, o in zip(parsed, outcomes, strict=True) if o == "other_version"]
+        if other:
+            current = self._current_flags([(p.nct, p.version) for p in other])
+            for p in other:
+                if current.get((p.nct, p.version)):
+                    counts["new_versions"] += 1
+                else:
+                    counts["older_versions"] += 1
+        counts["new_studies"] = outcomes.count("new")
+        counts["identical"] = outcomes.count("identical")
+        return counts
+
+    def _current_flags(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], bool]:
+        con = self.con
+        con.register(
+            "_flag_keys",
+            pa.table({"nct_id": [k[0] for k in keys], "version": [k[1] for k in keys]}),
+        )
+        try:
+            rows = con.execute(
+                "SELECT v.nct_id, v.version, v.is_current FROM study_versions v "
+                "SEMI JOIN _flag_keys k ON v.nct_id = k.nct_id AND v.version = k.version"
+            ).fetchall()
+        finally:
+            con.unregister("_flag_keys")
+        return {(r[0], r[1]): bool(r[2]) for r in rows}
+
+    def _merge_aliases(self) -> int:
+        """Mark versions whose NCT id is an alias of another study as merged into it."""
+        row = _one(
+            self.con.execute(
+                """UPDATE study_versions SET merged_into = a.nct_id, is_current = FALSE
+               FROM (SELECT DISTINCT alias, nct_id FROM aliases WHERE alias <> nct_id) a
+               WHERE study_versions.nct_id = a.alias AND study_versions.merged_into IS NULL"""
+            )
+        )
+        merged = int(row[0]) if row else 0
+        if merged:
+            self.con.execute(
+                """UPDATE studies SET is_current = FALSE FROM study_versions v
+                   WHERE studies.nct_id = v.nct_id AND studies.version = v.version
+                   AND v.merged_into IS NOT NULL AND studies.is_current"""
+            )
+        return merged
+
+    def _refresh_current(self, nct_ids: set[str]) -> None:
+        """Recompute ``is_current`` for these studies: newest version, not merged."""
+        con = self.con
+        con.register("_touched", pa.table({"nct_id": sorted(nct_ids)}))
+        try:
+            con.execute(
+                """UPDATE study_versions SET is_current = (r.rn = 1 AND r.merged_into IS NULL)
+                   FROM (SELECT nct_id, version, merged_into, row_number() OVER (
+                           PARTITION BY nct_id ORDER BY last_update_posted DESC NULLS LAST,
+                           version_holder DESC NULLS LAST, seq DESC) AS rn
+                         FROM study_versions WHERE nct_id IN (SELECT nct_id FROM _touched)) r
+                   WHERE study_versions.nct_id = r.nct_id AND study_versions.version = r.version
+                """
+            )
+            con.execute(
+                """UPDATE studies SET is_current = v.is_current FROM study_versions v
+                   WHERE studies.nct_id = v.nct_id AND studies.version = v.version
+                   AND studies.nct_id IN (SELECT nct_id FROM _touched)"""
+            )
+        finally:
+            con.unregister("_touched")
+
+    # -- harvest state ------------------------------------------------------------------
+    def log_query(self, key: str, name: str, params: dict[str, str]) -> None:
+        """Record a query in the query log (first run time kept)."""
+        self.con.execute(
+            "INSERT INTO queries VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            [key, name, orjson.dumps(params).decode(), _now()],
+        )
+
+    def open_harvest(
+        self,
+        base_url: str,
+        queries: list[tuple[str, str, dict[str, str]]],
+        data_timestamp: str | None,
+        refresh: bool = False,
+    ) -> tuple[int, int, bool]:
+        """Find the unfinished (or, unless ``refresh``, finished) harvest of exactly these
+        queries against ``base_url``, or start one. Returns ``(harvest_id, snapshot_id,
+        resumed)``; state is committed at once so a crash right after still resumes."""
+        con = self.con
+        keys = sorted({q[0] for q in queries})
+        rows = con.execute(
+            "SELECT harvest_id, snapshot_id, status FROM harvests WHERE base_url = ? "
+            "AND list_sort(query_keys) = ?::VARCHAR[] ORDER BY harvest_id DESC LIMIT 1",
+            [base_url, keys],
+        ).fetchall()
+        if rows and (rows[0][2] != "done" or not refresh):
+            return int(rows[0][0]), int(rows[0][1]), True
+        con.execute("BEGIN")
+        try:
+            snapshot_id = self._new_snapshot(
+                "api",
+                base_url,
+                data_timestamp,
+                "in_progress",
+                {"queries": [{"key": k, "name": n, "params": p} for k, n, p in queries]},
+            )
+            harvest_id = _one(con.execute("SELECT coalesce(max(harvest_id), 0) + 1 FROM harvests"))[
+                0
+            ]
+            con.execute(
+                "INSERT INTO harvests VALUES (?, ?, ?, ?, ?, ?, NULL, 'running')",
+                [harvest_id, snapshot_id, base_url, keys, data_timestamp, _now()],
+            )
+            for key, name, params in queries:
+                self.log_query(key, name, params)
+                con.execute(
+                    "INSERT INTO harvest_queries VALUES (?, ?, ?, ?, NULL, NULL, 0, 0, "
+                    "'pending', ?)",
+                    [harvest_id, key, name, orjson.dumps(params).decode(), _now()],
+                )
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        return int(harvest_id), int(snapshot_id), False
+
+    def harvest_query_state(self, harvest_id: int, key: str) -> dict[str, Any]:
+        row = _one(
+            self.con.execute(
+                "SELECT total_count, page_token, pages_done, hits, status FROM harvest_queries "
+                "WHERE harvest_id = ? AND query_key = ?",
+                [harvest_id, key],
+            )
+        )
+        if row is None:
+            raise DataError(f"harvest {harvest_id} has no query {key}")
+        return dict(
+            zip(("total_count", "page_token", "pages_done", "hits", "status"), row, strict=True)
+        )
+
+    def set_query_total(self, harvest_id: int, key: str, total: int | None) -> None:
+        self.con.execute(
+            "UPDATE harvest_queries SET total_count = ?, status = 'running', updated_at = ? "
+            "WHERE harvest_id = ? AND query_key = ?",
+            [total, _now(), harvest_id, key],
+        )
+
+    def store_page(
+        self,
+        harvest_id: int,
+        snapshot_id: int,
+        key: str,
+        name: str,
+        page_no: int,
+        studies: list[Any],
+        next_token: str | None,
+        source: str,
+    ) -> dict[str, Any]:
+        """Store one harvested page and advance the harvest state, atomically."""
+        con = self.con
+        origin = f"harvest:{harvest_id}:{key}"
+        items = [
+            _prepare(f"{page_no}:{i}", _record_from_api(s, source, page_no, i))
+            for i, s in enumerate(studies)
+        ]
+        con.execute("BEGIN")
+        try:
+            counts = self._ingest_batch(items, snapshot_id, origin, name, key, name)
+            counts.pop("_changed")
+            counts.pop("_newest")
+            con.execute(
+                "UPDATE harvest_queries SET page_token = ?, pages_done = pages_done + 1, "
+                "hits = hits + ?, status = ?, updated_at = ? "
+                "WHERE harvest_id = ? AND query_key = ?",
+                [
+                    next_token,
+                    len(studies),
+                    "running" if next_token else "done",
+                    _now(),
+                    harvest_id,
+                    key,
+                ],
+            )
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        return counts
+
+    def harvest_totals(self, harvest_id: int) -> tuple[int, int]:
+        """``(hits, unique studies)`` of one harvest, all its queries together."""
+        row = _one(
+            self.con.execute(
+                "SELECT count(*), count(DISTINCT coalesce(v.merged_into, e.nct_id)) "
+                "FROM entries e LEFT JOIN (SELECT DISTINCT nct_id, merged_into FROM "
+                "study_versions) v USING (nct_id) WHERE e.origin LIKE ?",
+                [f"harvest:{harvest_id}:%"],
+            )
+        )
+        return int(row[0]), int(row[1])
+
+    def finish_harvest(self, harvest_id: int, snapshot_id: int) -> None:
+        con = self.con
+        con.execute("BEGIN")
+        con.execute(
+            "UPDATE harvests SET status = 'done', finished_at = ? WHERE harvest_id = ?",
+            [_now(), harvest_id],
+        )
+        con.execute("UPDATE snapshots SET status = 'complete' WHERE snapshot_id = ?", [snapshot_id])
+        con.execute("COMMIT")
+
+    # -- queries ------------------------------------------------------------------------
+    def iter_studies(self, batch_size: int = 500) -> Iterator[dict[str, Any]]:
+        """The current version of every unique study (raw API v2 JSON), by NCT id."""
+        cursor = self.con.cursor()
+        try:
+            cursor.execute("SELECT raw FROM study_versions WHERE is_current ORDER BY nct_id")
+            while True:
+                rows = cursor.fetchmany(batch_size)
+                if not rows:
+                    break
+                for (raw,) in rows:
+                    yield orjson.loads(raw)
+        finally:
+            cursor.close()
+
+    def get_study(self, nct_id: str, version: str | None = None) -> dict[str, Any] | None:
+        """One study: its current version, or a given ``version`` (history stays here)."""
+        if version is None:
+            row = _one(
+                self.con.execute(
+                    "SELECT raw FROM study_versions WHERE nct_id = ? ORDER BY is_current DESC, "
+                    "seq DESC LIMIT 1",
+                    [nct_id],
+                )
+            )
+        else:
+            row = _one(
+                self.con.execute(
+                    "SELECT raw FROM study_versions WHERE nct_id = ? AND version = ?",
+                    [nct_id, version],
+                )
+            )
+        return orjson.loads(row[0]) if row else None
+
+    def study_count(self) -> int:
+        """Number of unique studies (current versions, aliases merged)."""
+        return int(
+            _one(self.con.execute("SELECT count(*) FROM study_versions WHERE is_current"))[0]
+        )
+
+    def hit_summary(self) -> dict[str, Any]:
+        """``entries_read`` (all hits, duplicates included), ``unique_studies`` and, per
+        query (harvests) or source file (imports), its hits and distinct studies."""
+        con = self.con
+        entries = int(_one(con.execute("SELECT count(*) FROM entries"))[0])
+        per_query = {
+            name: {"hits": int(hits), "unique": int(unique)}
+            for name, hits, unique in con.execute(
+                "SELECT query_name, count(*), count(DISTINCT nct_id) FROM entries "
+                "WHERE query_key IS NOT NULL GROUP BY query_name ORDER BY query_name"
+            ).fetchall()
+        }
+        per_source = {
+            source: {"hits": int(hits), "unique": int(unique)}
+            for source, hits, unique in con.execute(
+                "SELECT source, count(*), count(DISTINCT nct_id) FROM entries "
+                "WHERE query_key IS NULL GROUP BY source ORDER BY source"
+            ).fetchall()
+        }
+        return {
+            "entries_read": entries,
+            "unique_studies": self.study_count(),
+            "queries": per_query,
+            "sources": per_source,
+        }
+
+    def queries_for(self, nct_id: str) -> list[str]:
+        """Provenance: names of the queries whose hits include this study."""
+        return [
+            r[0]
+            for r in self.con.execute(
+                "SELECT DISTINCT query_name FROM entries WHERE nct_id = ? "
+                "AND query_key IS NOT NULL ORDER BY 1",
+                [nct_id],
+            ).fetchall()
+        ]
+
+    def snapshot_info(self) -> dict[str, Any]:
+        """The latest snapshot: ``source``, ``retrieved_at``, ``data_timestamp`` (plus
+        ``snapshots``, the number of snapshots in the store)."""
+        con = self.con
+        row = _one(
+            con.execute(
+                "SELECT snapshot_id, kind, source, retrieved_at, data_timestamp, status "
+                "FROM snapshots ORDER BY snapshot_id DESC LIMIT 1"
+            )
+        )
+        n = int(_one(con.execute("SELECT count(*) FROM snapshots"))[0])
+        if row is None:
+            return {"source": None, "retrieved_at": None, "data_timestamp": None, "snapshots": 0}
+        return {
+            "snapshot_id": int(row[0]),
+            "kind": row[1],
+            "source": row[2],
+            "retrieved_at": row[3].isoformat() if row[3] else None,
+            "data_timestamp": row[4],
+            "status": row[5],
+            "snapshots": n,
+        }
+
+    def table_counts(self) -> dict[str, int]:
+        """Row counts of the store's own tables (all versions) for reports."""
+        names = ["snapshots", "study_versions", "entries", *TABLE_COLUMNS]
+        return {
+            name: int(_one(self.con.execute(f"SELECT count(*) FROM {name}"))[0]) for name in names
+        }
+
+
+def _record_from_api(study: Any, source: str, page_no: int, index: int) -> RawRecord:
+    position = f"page {page_no} item {index}"
+    if not isinstance(study, dict) or not isinstance(study.get("protocolSection"), dict):
+        return RawRecord(source, position, error="not an API v2 study object")
+    return RawRecord(source, position, study=study)
+
+
+def _add_counts(report: ImportReport, counts: dict[str, Any]) -> None:
+    report.failures.extend(counts.pop("failures"))
+    for name, value in counts.items():
+        setattr(report, name, getattr(report, name) + value)
+
+
+def _file_hash(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return "file:" + digest.hexdigest()
+
+
+def _one(result: Any) -> Any:
+    """First row of a result, consuming it (DuckDB wants every result fetched to the end)."""
+    rows = result.fetchall()
+    return rows[0] if rows else None
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)

@@ -1,0 +1,506 @@
+"""Text fields of a raw study, and context-aware dictionary matching over them.
+
+Why one combined scanner: classifying thousands of records a second leaves no room for one
+regex per term. All dictionaries a protocol uses are compiled into a single alternation (one
+pass per text field); each hit is then mapped back to its (dictionary, label).
+
+Why context: registry text names things it is *not* doing ("no prior radiotherapy",
+"patients with brain metastases are excluded", "without SBRT"). A hit preceded by a negation
+or history cue in the same sentence, or followed by "is/are excluded/not allowed", is kept
+but flagged ``negated`` so rules can ignore it. The exclusion-criteria part of the eligibility
+text is never scanned: it lists what a trial is not about.
+
+Fields are ranked: structured fields (interventions, arm groups, conditions) outrank the
+titles, which outrank free-text summaries; rules use the rank as confidence.
+"""
+
+from __future__ import annotations
+
+import gc
+import re
+from bisect import bisect_right
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from irtscope._errors import ConfigError
+from irtscope.trials._protocol import Dictionary
+
+__all__ = [
+    "FIELD_CONFIDENCE",
+    "Hit",
+    "Lexicon",
+    "StudyText",
+    "TextField",
+    "gc_paused",
+    "get_path",
+    "is_negated",
+    "snippet",
+    "split_eligibility",
+    "study_fields",
+    "trie_regex",
+]
+
+#: Confidence that a mention in this kind of field describes the trial itself.
+FIELD_CONFIDENCE = {
+    "intervention": 1.0,
+    "arm": 0.95,
+    "condition": 1.0,
+    "keyword": 0.9,
+    "title": 0.85,
+    "primary_outcome": 0.75,
+    "summary": 0.6,
+    "eligibility": 0.55,
+    "description": 0.5,
+}
+
+_SEP_CHARS = " -\u2010\u2011\u2012\u2013\u2014\u2015/_"
+_SEP_RE = re.compile(f"[{re.escape(_SEP_CHARS)}]+")
+_SEP_CLASS = f"[{re.escape(_SEP_CHARS)}]*"
+
+_PRE_CUES = re.compile(
+    r"(?:\bno\b|\bnot\b(?!\s+(?:progress|yet\b|only\b|limited\b))|\bwithout\b|\bnever\b"
+    r"|\bneither\b|\bnor\b|\bprior\b(?!\s+to\b)"
+    r"|\bprevious(?:ly)?\b(?!\s+(?:to|untreated)\b)|\bhistory of\b|\bexclud\w*|\bexclusion\b"
+    r"|\bexcept\b"
+    r"|\bother than\b|\bineligible\b|\bcontraindicat\w*|\babsence of\b|\bfree of\b"
+    r"|\brather than\b|\binstead of\b|\bunless\b|\bhave received\b|\bhad received\b"
+    r"|\bhas received\b|\bnaive\b|\bna[iï]ve to\b|\bnot eligible\b|\bnot allowed\b)"
+)
+_POST_CUES = re.compile(
+    r"[^.;\n]{0,40}?\b(?:(?:is|are|will be|was|were|be)\s+(?:not\s+\w+|excluded|prohibited|"
+    r"forbidden|ineligible|not\s+permitted)|not (?:allowed|permitted|eligible)|excluded|"
+    r"prohibited|naive|na[iï]ve)\b"
+)
+# literal first: re's prefix search makes this cheap on long eligibility texts
+_EXCLUSION_HEAD = re.compile(r"exclusions?(?:\s+criteria\b|\s*:)")
+
+
+@dataclass(frozen=True, slots=True)
+class TextField:
+    """One piece of study text: its kind (for ranking), its path (for evidence) and the text.
+
+    ``placebo`` marks placebo/sham arms and placebo interventions: a drug named there is not
+    given to anyone and must not count as the trial's drug.
+    """
+
+    kind: str
+    path: str
+    text: str
+    placebo: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """A dictionary match in one field."""
+
+    dictionary: str
+    label: str
+    kind: str
+    path: str
+    source: str
+    negated: bool
+    placebo: bool
+    start: int
+    end: int
+    confidence: float = 0.5  # rank of the field kind (FIELD_CONFIDENCE)
+
+    @property
+    def matched(self) -> str:
+        """The matched text itself."""
+        return self.source[self.start : self.end]
+
+    @property
+    def text(self) -> str:
+        """The match with some context (the evidence shown to reviewers)."""
+        return snippet(self.source, self.start, self.end)
+
+
+def _by_confidence(hit: Hit) -> float:
+    return hit.confidence
+
+
+def _rank(kind: str) -> float:
+    return FIELD_CONFIDENCE.get(kind, 0.5)
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector for a screening/classification loop.
+
+    Why: every record yields dozens of small, acyclic objects (hits, rows); each time they
+    trip the collector's thresholds it also walks every live object, including the caller's
+    (often very large) list of raw records. That walk cost about a third of the run time, and
+    nothing built here forms reference cycles, so the collector has nothing to find. The
+    previous state is restored even on errors.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def get_path(obj: object, dotted: str) -> object:
+    """Value at ``a.b.c`` in nested dicts (None when any step is missing)."""
+    for part in dotted.split("."):
+        if not isinstance(obj, dict):
+            return None
+        obj = obj.get(part)
+    return obj
+
+
+def split_eligibility(text: str) -> tuple[str, str]:
+    """(inclusion part, exclusion part) of an eligibility-criteria text.
+
+    Registry texts put "Exclusion Criteria:" as a heading; everything after the first such
+    heading is the exclusion part. Without a heading the whole text counts as inclusion.
+    """
+    lower = text.lower()
+    if len(lower) == len(text):
+        m = _EXCLUSION_HEAD.search(lower)
+    else:
+        m = re.search(_EXCLUSION_HEAD.pattern, text, re.I)
+    if m is None:
+        return text, ""
+    return text[: m.start()], text[m.start() :]
+
+
+def _join(values: Iterable[str | None]) -> str:
+    return "; ".join([v for v in values if v])
+
+
+def study_fields(study: dict) -> list[TextField]:
+    """Every text field the rules read, ranked by kind (see module docstring)."""
+    ps = study.get("protocolSection") or {}
+    out: list[TextField] = []
+    ident = ps.get("identificationModule") or {}
+    title = _join((ident.get("briefTitle"), ident.get("officialTitle"), ident.get("acronym")))
+    if title:
+        out.append(TextField("title", "identificationModule.briefTitle/officialTitle", title))
+    cond = ps.get("conditionsModule") or {}
+    if cond.get("conditions"):
+        out.append(TextField("condition", "conditionsModule.conditions", _join(cond["conditions"])))
+    if cond.get("keywords"):
+        out.append(TextField("keyword", "conditionsModule.keywords", _join(cond["keywords"])))
+    arms = ps.get("armsInterventionsModule") or {}
+    for i, iv in enumerate(arms.get("interventions") or ()):
+        name = iv.get("name") or ""
+        text = _join((name, _join(iv.get("otherNames") or ()), iv.get("description")))
+        placebo = "placebo" in name.lower() or "sham" in name.lower()
+        path = f"armsInterventionsModule.interventions[{i}] ({iv.get('type', '?')}: {name})"
+        out.append(TextField("intervention", path, text, placebo))
+    for i, arm in enumerate(arms.get("armGroups") or ()):
+        label = arm.get("label") or ""
+        text = _join((label, arm.get("description"), _join(arm.get("interventionNames") or ())))
+        placebo = arm.get("type") in {"PLACEBO_COMPARATOR", "SHAM_COMPARATOR"}
+        out.append(
+            TextField("arm", f"armsInterventionsModule.armGroups[{i}] ({label})", text, placebo)
+        )
+    desc = ps.get("descriptionModule") or {}
+    if desc.get("briefSummary"):
+        out.append(TextField("summary", "descriptionModule.briefSummary", desc["briefSummary"]))
+    if desc.get("detailedDescription"):
+        out.append(
+            TextField(
+                "description", "descriptionModule.detailedDescription", desc["detailedDescription"]
+            )
+        )
+    outcomes = (ps.get("outcomesModule") or {}).get("primaryOutcomes") or ()
+    for i, oc in enumerate(outcomes):
+        text = _join((oc.get("measure"), oc.get("description")))
+        out.append(TextField("primary_outcome", f"outcomesModule.primaryOutcomes[{i}]", text))
+    elig = (ps.get("eligibilityModule") or {}).get("eligibilityCriteria")
+    if elig:
+        inclusion, _ = split_eligibility(elig)
+        out.append(
+            TextField("eligibility", "eligibilityModule.eligibilityCriteria (inclusion)", inclusion)
+        )
+    return out
+
+
+def is_negated(lower: str, start: int, end: int) -> bool:
+    """Whether the mention ``lower[start:end]`` sits in a negated/excluded context.
+
+    Looks back at most 80 characters, not past the start of the sentence or list item, for a
+    cue ("no", "without", "prior", "excluded", ...), and ahead up to the next sentence break
+    for "is/are excluded", "not allowed"...
+    """
+    lo = max(0, start - 80)
+    cut = max(
+        lower.rfind("\n", lo, start),
+        lower.rfind(". ", lo, start),
+        lower.rfind("; ", lo, start),
+        lower.rfind(": ", lo, start),
+        lower.rfind("* ", lo, start),
+        lower.rfind("\u2022", lo, start),
+    )
+    if cut >= lo:
+        lo = cut + 1
+    if _PRE_CUES.search(lower, lo, start):
+        return True
+    return _POST_CUES.match(lower, end, min(len(lower), end + 60)) is not None
+
+
+def _tokens(term: str) -> list[str]:
+    """A term as trie edges: characters, with each separator run as one ``"\\0"`` edge."""
+    out: list[str] = []
+    for i, part in enumerate(p for p in _SEP_RE.split(term.lower().strip()) if p):
+        if i:
+            out.append("\0")
+        out.extend(part)
+    return out
+
+
+def trie_regex(terms: Iterable[str]) -> str:
+    """One regex for many literal terms, factored as a trie.
+
+    Why: Python's ``re`` tries every branch of a flat alternation at every position; a trie
+    shares prefixes, so a position is rejected after one or two characters. Longer terms are
+    tried first at each node, so the longest term wins; ends are word-bounded.
+    """
+    trie: dict = {}
+    for term in terms:
+        node = trie
+        for tok in _tokens(term):
+            node = node.setdefault(tok, {})
+        node[""] = True
+
+    def emit(node: dict) -> str:
+        alts = []
+        for key in sorted(k for k in node if k):
+            edge = _SEP_CLASS if key == "\0" else re.escape(key)
+            alts.append(edge + emit(node[key]))
+        if "" in node:
+            alts.append(r"(?![a-z0-9])")
+        return alts[0] if len(alts) == 1 else "(?:" + "|".join(alts) + ")"
+
+    return emit(trie) if trie else ""
+
+
+def _key(text: str) -> str:
+    return _SEP_RE.sub("", text.lower())
+
+
+class Lexicon:
+    """All dictionaries of a protocol compiled into one scanner.
+
+    Parameters
+    ----------
+    dictionaries
+        The dictionaries to match; a term may belong to several (e.g. "SBRT" is both
+        radiotherapy and stereotactic technology), and every owner gets a hit.
+    """
+
+    def __init__(self, dictionaries: Iterable[Dictionary]) -> None:
+        self.dictionaries = {d.name: d for d in dictionaries}
+        self._literal: dict[str, list[tuple[str, str]]] = {}
+        self._patterns: list[tuple[str, str, str]] = []
+        for d in self.dictionaries.values():
+            for entry in d.entries:
+                for term in entry.terms:
+                    owners = self._literal.setdefault(_key(term), [])
+                    if (d.name, entry.label) not in owners:
+                        owners.append((d.name, entry.label))
+                for pattern in entry.patterns:
+                    try:
+                        compiled = re.compile(pattern)
+                    except re.error as exc:
+                        raise ConfigError(
+                            f"dictionary {d.name!r}, entry {entry.label!r}: bad pattern "
+                            f"{pattern!r} ({exc})"
+                        ) from None
+                    if compiled.groups:
+                        raise ConfigError(
+                            f"dictionary {d.name!r}, entry {entry.label!r}: pattern {pattern!r} "
+                            "must use (?:...) groups, not capturing groups"
+                        )
+                    self._patterns.append((d.name, entry.label, pattern))
+        self._inherit_nested()
+        terms = [t for d in self.dictionaries.values() for e in d.entries for t in e.terms]
+        word = trie_regex(t for t in terms if t[:1].isalnum())
+        other = trie_regex(t for t in terms if not t[:1].isalnum())
+        literal_rx = "|".join(x for x in (f"(?<![a-z0-9]){word}" if word else "", other) if x)
+        self._regex = re.compile(literal_rx or r"(?!x)x")
+        # Patterns run one by one: in one alternation they would defeat re's literal-prefix
+        # search. Write them to start with a literal character where possible.
+        self._pattern_rx = [(d, label, re.compile(p)) for d, label, p in self._patterns]
+
+    def _inherit_nested(self) -> None:
+        """Give a long term the owners of the shorter terms of *other* dictionaries inside it.
+
+        Why: the scanner takes the longest match, so "stereotactic radiotherapy" (a dose term)
+        would hide "stereotactic" (a technology term) and "radiotherapy". Terms of the same
+        dictionary are not inherited: "non-small cell lung" must not also mean "small cell lung".
+        """
+        extra: dict[str, list[tuple[str, str]]] = {}
+        for key_term in [t for d in self.dictionaries.values() for e in d.entries for t in e.terms]:
+            tokens = [p for p in _SEP_RE.split(key_term.lower().strip()) if p]
+            key = "".join(tokens)
+            mine = {d for d, _ in self._literal.get(key, ())}
+            for i in range(len(tokens)):
+                for j in range(i + 1, len(tokens) + 1):
+                    if j - i == len(tokens):
+                        continue
+                    for owner in self._literal.get("".join(tokens[i:j]), ()):
+                        if owner[0] not in mine:
+                            extra.setdefault(key, []).append(owner)
+        for key, owners in extra.items():
+            current = self._literal[key]
+            for owner in owners:
+                if owner not in current:
+                    current.append(owner)
+
+    def scan_text(
+        self, text: str, lower: str | None = None
+    ) -> Iterator[tuple[str, str, int, int, str]]:
+        """Yield (dictionary, label, start, end, lowered text) for every match in ``text``."""
+        if lower is None:
+            lower = text.lower()
+        for m in self._regex.finditer(lower):
+            for d, label in self._literal.get(_key(m.group()), ()):
+                yield d, label, m.start(), m.end(), lower
+        for d, label, rx in self._pattern_rx:
+            for m in rx.finditer(lower):
+                yield d, label, m.start(), m.end(), lower
+
+    def scan(self, fields: Iterable[TextField]) -> list[Hit]:
+        """Hits over study fields, each with its field, evidence snippet and negation flag.
+
+        All fields are joined (blank-line separated, which also ends any sentence for the
+        negation check) and scanned in one pass: a record has dozens of short fields, and one
+        long ``finditer`` costs far less than many short ones.
+        """
+        fields = list(fields)
+        if not fields:
+            return []
+        joined = "\n\n".join(f.text for f in fields)
+        lower = joined.lower()
+        if len(lower) != len(joined):  # case folding changed lengths: scan field by field
+            return [h for f in fields for h in self._scan_one(f)]
+        offsets = []
+        position = 0
+        for f in fields:
+            offsets.append(position)
+            position += len(f.text) + 2
+        hits: list[Hit] = []
+        for d, label, start, end, _ in self.scan_text(joined, lower):
+            i = bisect_right(offsets, start) - 1
+            field = fields[i]
+            base = offsets[i]
+            hits.append(
+                Hit(
+                    d,
+                    label,
+                    field.kind,
+                    field.path,
+                    field.text,
+                    is_negated(lower, start, end),
+                    field.placebo,
+                    start - base,
+                    end - base,
+                    _rank(field.kind),
+                )
+            )
+        return hits
+
+    def _scan_one(self, field: TextField) -> list[Hit]:
+        hits = []
+        for d, label, start, end, lower in self.scan_text(field.text):
+            source = field.text if len(lower) == len(field.text) else lower
+            hits.append(
+                Hit(
+                    d,
+                    label,
+                    field.kind,
+                    field.path,
+                    source,
+                    is_negated(lower, start, end),
+                    field.placebo,
+                    start,
+                    end,
+                    _rank(field.kind),
+                )
+            )
+        return hits
+
+
+def snippet(text: str, start: int, end: int, width: int = 40) -> str:
+    """The matched text with a little context, for evidence."""
+    lo = max(0, start - width)
+    hi = min(len(text), end + width)
+    prefix = "…" if lo else ""
+    suffix = "…" if hi < len(text) else ""
+    return f"{prefix}{text[lo:hi]}{suffix}".replace("\n", " ")
+
+
+class StudyText:
+    """A study's fields and lexicon hits, shared by every rule of one record.
+
+    Fields are scanned on first use, kind by kind: many records are settled by their dates
+    or conditions, and scanning is the main cost per record.
+    """
+
+    __slots__ = ("_by_dict", "_fields", "_lexicon", "_pending", "hits", "study")
+
+    def __init__(self, study: dict, lexicon: Lexicon) -> None:
+        self.study = study
+        self._lexicon = lexicon
+        self._fields: list[TextField] | None = None
+        self._pending: list[TextField] = []
+        self.hits: list[Hit] = []
+        self._by_dict: dict[str, list[Hit]] = {}
+
+    @property
+    def fields(self) -> list[TextField]:
+        """All text fields (extracted on first use: date-screened records never need them)."""
+        if self._fields is None:
+            self._fields = study_fields(self.study)
+            self._pending = list(self._fields)
+        return self._fields
+
+    @classmethod
+    def build(cls, study: dict, lexicon: Lexicon) -> StudyText:
+        return cls(study, lexicon)
+
+    def _ensure(self, kinds: set[str] | None) -> None:
+        if self._fields is None:
+            self.fields  # noqa: B018 - builds the field list and the pending queue
+        if not self._pending:
+            return
+        todo = [f for f in self._pending if kinds is None or f.kind in kinds]
+        if todo:
+            new = self._lexicon.scan(todo)
+            self.hits.extend(new)
+            for hit in new:
+                self._by_dict.setdefault(hit.dictionary, []).append(hit)
+            done = {id(f) for f in todo}
+            self._pending = [f for f in self._pending if id(f) not in done]
+
+    def texts(self, kinds: Iterable[str]) -> list[TextField]:
+        """The fields of the given kinds (for rules with their own parsers)."""
+        wanted = set(kinds)
+        return [f for f in self.fields if f.kind in wanted]
+
+    def find(
+        self,
+        dictionary: str,
+        kinds: Iterable[str] | None = None,
+        *,
+        include_negated: bool = False,
+        include_placebo: bool = True,
+    ) -> list[Hit]:
+        """Hits of ``dictionary`` in fields of the given kinds, best-ranked fields first."""
+        allowed = set(kinds) if kinds is not None else None
+        self._ensure(allowed)
+        out = [
+            h
+            for h in self._by_dict.get(dictionary, ())
+            if (allowed is None or h.kind in allowed)
+            and (include_negated or not h.negated)
+            and (include_placebo or not h.placebo)
+        ]
+        out.sort(key=_by_confidence, reverse=True)
+        return out

@@ -1,0 +1,235 @@
+"""Harvester against a local fake API v2 (127.0.0.1 only; no internet) and MockTransport."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+from ctgov_server import FakeCtgov
+from typer.testing import CliRunner
+
+from irtscope._errors import FetchError
+from irtscope.cli import app
+from irtscope.trials import CtgovClient, QuerySpec, Store, harvest
+
+QUERIES = [
+    QuerySpec(name="nsclc", cond="lung"),
+    QuerySpec(name="radiotherapy", term="radiotherapy"),
+    QuerySpec(name="pembrolizumab", intr="pembrolizumab"),
+    QuerySpec(
+        name="recent-recruiting",
+        cond="lung",
+        advanced="AREA[StartDate]RANGE[2020-01-01,MAX]",
+        overall_status=("RECRUITING", "NOT_YET_RECRUITING"),
+    ),
+]
+
+
+def _load(path: Path) -> list[dict]:
+    with gzip.open(path) as handle:
+        return orjson.loads(handle.read())
+
+
+@pytest.fixture(scope="module")
+def records(ctgov_dir: Path) -> list[dict]:
+    return _load(ctgov_dir / "nsclc_150.json.gz")
+
+
+def _client(server: FakeCtgov, sleeps: list[float] | None = None, **kwargs) -> CtgovClient:
+    options = {"rate_limit": None, "timeout": 2.0, "backoff": 0.001, "max_retries": 4}
+    options.update(kwargs)
+    return CtgovClient(
+        base_url=server.base_url,
+        sleep=(sleeps.append if sleeps is not None else lambda s: None),
+        seed=0,
+        **options,
+    )
+
+
+def _provenance(store: Store) -> set[tuple[str, str]]:
+    return set(
+        store.con.execute(
+            "SELECT DISTINCT nct_id, query_name FROM entries WHERE query_key IS NOT NULL"
+        ).fetchall()
+    )
+
+
+def _expected(server: FakeCtgov) -> set[tuple[str, str]]:
+    return {(nct, q.name) for q in QUERIES for nct in server.expected(q.params())}
+
+
+def test_harvest_gets_every_match_exactly_once(records: list[dict]) -> None:
+    with FakeCtgov(records) as server, Store(":memory:") as store:
+        with _client(server) as client:
+            result = harvest(store, QUERIES, client=client, page_size=25)
+        expected = _expected(server)
+        assert _provenance(store) == expected
+        hits = sum(len(server.expected(q.params())) for q in QUERIES)
+        unique = len({nct for nct, _ in expected})
+        assert (result.hits, result.unique) == (hits, unique)
+        assert store.study_count() == unique
+        summary = store.hit_summary()
+        assert summary["entries_read"] == hits
+        assert {name: v["hits"] for name, v in summary["queries"].items()} == {
+            q.name: len(server.expected(q.params())) for q in QUERIES
+        }
+        assert all(q.total_count == q.hits for q in result.queries)
+        # no page was served twice, and paging kept the query parameters unchanged
+        tokens = [tuple(sorted(e["params"].items())) for e in server.page_requests()]
+        assert len(tokens) == len(set(tokens))
+        info = store.snapshot_info()
+        assert info["data_timestamp"] == server.data_timestamp
+        assert info["kind"] == "api" and info["status"] == "complete"
+        logged = store.con.execute("SELECT name FROM queries ORDER BY name").fetchall()
+        assert logged == sorted((q.name,) for q in QUERIES)
+        some = next(iter(expected))[0]
+        assert store.queries_for(some) == sorted(n for c, n in expected if c == some)
+        # a finished harvest is not fetched again (unless refresh=True)
+        served = len(server.page_requests())
+        with _client(server) as client:
+            again = harvest(store, QUERIES, client=client, page_size=25)
+        assert again.resumed and again.pages_fetched == 0
+        assert len(server.page_requests()) == served
+
+
+def test_faults_are_retried_with_backoff(records: list[dict]) -> None:
+    with FakeCtgov(records, retry_after="7", stall_seconds=0.6) as server:
+        with Store(":memory:") as clean, _client(server) as client:
+            harvest(clean, QUERIES, client=client, page_size=30)
+            reference = _provenance(clean)
+        server.faults.extend(["429", "500", "stall", "cut", "drop", "500", "cut"])
+        sleeps: list[float] = []
+        with (
+            Store(":memory:") as store,
+            _client(server, sleeps, timeout=0.2, max_retries=8) as client,
+        ):
+            harvest(store, QUERIES, client=client, page_size=30)
+            assert _provenance(store) == reference
+            assert client.retries_made == 7
+        assert sleeps[0] == 7.0  # Retry-After honoured (injected sleep: no real waiting)
+        assert all(s <= 0.001 * 2**8 for s in sleeps[1:])  # tiny jittered backoff
+
+
+def test_killed_harvest_resumes_without_refetching(records: list[dict], tmp_path: Path) -> None:
+    db = tmp_path / "h.duckdb"
+    with FakeCtgov(records) as server:
+        with Store(":memory:") as clean, _client(server) as client:
+            harvest(clean, QUERIES, client=client, page_size=10)
+            reference = _provenance(clean)
+            reference_versions = clean.con.execute(
+                "SELECT nct_id, version FROM study_versions ORDER BY 1"
+            ).fetchall()
+        server.log.clear()
+        calls = {"n": 0}
+
+        def killer(advance: int, total: int | None, desc: str) -> None:
+            if advance:
+                calls["n"] += 1
+                if calls["n"] == 4:
+                    raise KeyboardInterrupt  # the user pressed Ctrl-C after page 4
+
+        with Store(db) as store, _client(server) as client, pytest.raises(KeyboardInterrupt):
+            harvest(store, QUERIES, client=client, page_size=10, progress=killer)
+        first_run = [e["params"].get("pageToken") for e in server.page_requests()]
+        assert len(first_run) == 4
+        server.log.clear()
+        with Store(db) as store, _client(server) as client:
+            result = harvest(store, QUERIES, client=client, page_size=10)
+            assert result.resumed
+            assert _provenance(store) == reference
+            assert store.con.execute(
+                "SELECT nct_id, version FROM study_versions ORDER BY 1"
+            ).fetchall() == (reference_versions)
+            hits = store.hit_summary()["entries_read"]
+            assert hits == sum(len(server.expected(q.params())) for q in QUERIES)
+        second_run = server.page_requests()
+        # the resumed run starts after the 4 stored pages: nothing fetched twice
+        assert not any(e["params"].get("pageToken") in first_run[1:] for e in second_run)
+        assert len(first_run) + len(second_run) == sum(
+            -(-len(server.expected(q.params())) // 10) for q in QUERIES
+        )
+
+
+def test_fetch_error_names_url_and_offline_route(records: list[dict]) -> None:
+    with FakeCtgov(records) as server, Store(":memory:") as store:
+        server.faults.extend(["500"] * 10)
+        with _client(server, max_retries=2) as client, pytest.raises(FetchError) as err:
+            harvest(store, QUERIES[:1], client=client)
+        message = str(err.value)
+        assert server.base_url in message and "trials import" in message
+        assert isinstance(err.value, ConnectionError)
+
+
+def test_unreachable_registry_raises_fetch_error() -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    with httpx.Client(transport=httpx.MockTransport(refuse)) as http:
+        client = CtgovClient(
+            http,
+            base_url="http://registry.invalid/api/v2",
+            rate_limit=None,
+            max_retries=1,
+            sleep=lambda s: None,
+        )
+        with Store(":memory:") as store, pytest.raises(FetchError, match=r"registry\.invalid"):
+            harvest(store, QUERIES[:1], client=client)
+
+
+def test_rate_limit_spaces_requests() -> None:
+    now = {"t": 0.0}
+    sleeps: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        now["t"] += seconds
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"apiVersion": "2", "dataTimestamp": "x"})
+
+    with httpx.Client(transport=httpx.MockTransport(handler)) as http:
+        client = CtgovClient(http, rate_limit=2.0, sleep=sleep, clock=lambda: now["t"])
+        for _ in range(3):
+            client.version()
+    assert sleeps == [0.5, 0.5]
+
+
+def test_cli_fetch_against_local_server(records: list[dict], tmp_path: Path) -> None:
+    query_file = tmp_path / "q.yaml"
+    query_file.write_text(
+        "queries:\n  - name: nsclc\n    cond: lung\n  - name: rt\n    term: radiotherapy\n",
+        encoding="utf-8",
+    )
+    db = tmp_path / "cli.duckdb"
+    with FakeCtgov(records) as server:
+        result = CliRunner().invoke(
+            app,
+            [
+                "trials",
+                "fetch",
+                "--db",
+                str(db),
+                "--query-file",
+                str(query_file),
+                "--intr",
+                "pembrolizumab",
+                "--name",
+                "pembro",
+                "--base-url",
+                server.base_url,
+                "--rate-limit",
+                "0",
+                "--page-size",
+                "50",
+            ],
+        )
+        assert result.exit_code == 0, result.output
+        n = len({nct for q in QUERIES[:3] for nct in server.expected(q.params())})
+    assert f"-> {n} unique studies" in result.output
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- name: x\n  condition: lung\n", encoding="utf-8")
+    result = CliRunner().invoke(app, ["trials", "fetch", "--db", str(db), "--query-file", str(bad)])
+    assert result.exit_code != 0

@@ -1,0 +1,158 @@
+"""Tokenising and context-aware matching (negations, exclusion sections, synonyms, codes)."""
+
+from __future__ import annotations
+
+import pytest
+
+from irtscope.trials._protocol import load_dictionary
+from irtscope.trials._text import Lexicon, StudyText, is_negated, split_eligibility, study_fields
+
+
+@pytest.fixture(scope="module")
+def lexicon() -> Lexicon:
+    names = [
+        "ici_drugs",
+        "radiotherapy",
+        "rt_technology",
+        "rt_dose",
+        "pop_metastatic_site",
+        "nsclc",
+        "other_immunotherapy",
+    ]
+    return Lexicon([load_dictionary(n) for n in names])
+
+
+def _labels(lexicon: Lexicon, text: str, dictionary: str) -> list[str]:
+    return [label for d, label, *_ in lexicon.scan_text(text) if d == dictionary]
+
+
+@pytest.mark.parametrize(
+    ("text", "drug"),
+    [
+        ("Durvalumab (MEDI4736) after chemoradiation", "durvalumab"),
+        ("MEDI 4736 10 mg/kg", "durvalumab"),
+        ("Pembrolizumab (MK-3475) in First Line", "pembrolizumab"),
+        ("MK3475 200 mg", "pembrolizumab"),
+        ("Nivolumab; BMS-936558; ONO-4538", "nivolumab"),
+        ("Atezolizumab ['Tecentriq; MPDL3280A; RO5541267']", "atezolizumab"),
+        ("Camrelizumab ['SHR-1210']", "camrelizumab"),
+        ("IBI308 200mg Q3W", "sintilimab"),
+        ("Tislelizumab (BGB-A317) 200 mg", "tislelizumab"),
+        ("BGB A317", "tislelizumab"),
+        ("KEYTRUDA®", "pembrolizumab"),
+        ("Imfinzi", "durvalumab"),
+    ],
+)
+def test_drug_codes_and_brands(lexicon: Lexicon, text: str, drug: str) -> None:
+    assert drug in _labels(lexicon, text, "ici_drugs")
+
+
+def test_separator_variants(lexicon: Lexicon) -> None:
+    for text in ("non-small cell lung cancer", "Non small cell lung cancer", "NON-SMALL-CELL LUNG"):
+        assert _labels(lexicon, text, "nsclc") == ["NSCLC"], text
+    assert _labels(lexicon, "small cell lung cancer", "nsclc") == ["SCLC"]
+    assert "anti-PD-1" in _labels(lexicon, "an anti PD1 antibody", "ici_drugs")
+
+
+def test_word_boundaries(lexicon: Lexicon) -> None:
+    # "rt" inside words or RT-PCR is not radiotherapy; "srt" is not inside "insert"
+    assert _labels(lexicon, "insert the RT-PCR assay; smart device", "radiotherapy") == []
+    assert _labels(lexicon, "SBRT 8 Gy x 3", "radiotherapy") == ["radiotherapy", "radiotherapy"]
+
+
+def test_nested_terms_keep_both_meanings(lexicon: Lexicon) -> None:
+    """The longest match wins, but a term keeps the meanings of other dictionaries' sub-terms."""
+    hits = {(d, label) for d, label, *_ in lexicon.scan_text("stereotactic radiotherapy")}
+    assert ("rt_technology", "stereotactic RT") in hits
+    assert ("rt_dose", "hypofractionated") in hits
+    assert ("radiotherapy", "radiotherapy") in hits
+
+
+@pytest.mark.parametrize(
+    ("text", "term", "negated"),
+    [
+        ("No prior radiotherapy to the chest.", "radiotherapy", True),
+        ("Patients with brain metastases are excluded.", "brain metastases", True),
+        ("Treatment without SBRT in the control arm", "sbrt", True),
+        ("History of radiotherapy within 6 months", "radiotherapy", True),
+        ("Previously irradiated lesions may be target lesions", "irradiated", True),
+        ("SBRT will be given prior to pembrolizumab", "sbrt", False),
+        ("Pembrolizumab given prior to radiotherapy", "radiotherapy", False),
+        ("Durvalumab following chemoradiotherapy", "chemoradiotherapy", False),
+        ("in previously untreated metastatic PD-L1-selected NSCLC", "pd-l1-selected", False),
+        ("whose disease has not progressed after cCRT", "ccrt", False),
+        ("Brain metastases are not allowed", "brain metastases", True),
+    ],
+)
+def test_negation(text: str, term: str, negated: bool) -> None:
+    lower = text.lower()
+    start = lower.index(term)
+    assert is_negated(lower, start, start + len(term)) is negated
+
+
+def test_negation_stops_at_sentence_break() -> None:
+    text = "no prior chemotherapy. patients receive sbrt"
+    start = text.index("sbrt")
+    assert not is_negated(text, start, start + 4)
+
+
+def test_split_eligibility() -> None:
+    text = "Inclusion Criteria:\n* stage IV NSCLC\n\nExclusion Criteria:\n* prior radiotherapy"
+    inclusion, exclusion = split_eligibility(text)
+    assert "stage IV" in inclusion and "radiotherapy" not in inclusion
+    assert "prior radiotherapy" in exclusion
+    assert split_eligibility("adults with NSCLC") == ("adults with NSCLC", "")
+
+
+def _study(**ps: dict) -> dict:
+    return {"protocolSection": ps}
+
+
+def test_exclusion_section_never_counts(lexicon: Lexicon) -> None:
+    study = _study(
+        identificationModule={"nctId": "NCT00000001", "briefTitle": "Drug X in NSCLC"},
+        eligibilityModule={
+            "eligibilityCriteria": "Inclusion Criteria:\n* NSCLC\nExclusion Criteria:\n"
+            "* Radiotherapy within 4 weeks\n* Pembrolizumab allergy"
+        },
+    )
+    st = StudyText(study, lexicon)
+    assert st.find("radiotherapy", include_negated=True) == []
+    assert st.find("ici_drugs", include_negated=True) == []
+
+
+def test_placebo_fields_are_marked(lexicon: Lexicon) -> None:
+    # shape of NCT04543617: placebo arms and matching-placebo interventions
+    study = _study(
+        armsInterventionsModule={
+            "interventions": [
+                {"type": "DRUG", "name": "Atezolizumab Matching Placebo"},
+                {"type": "DRUG", "name": "Tiragolumab"},
+            ],
+            "armGroups": [
+                {
+                    "label": "Arm C: Placebo",
+                    "type": "PLACEBO_COMPARATOR",
+                    "description": "matching placebos to tiragolumab and atezolizumab",
+                },
+            ],
+        }
+    )
+    st = StudyText(study, lexicon)
+    assert st.find("ici_drugs", include_placebo=False) == []
+    assert {h.label for h in st.find("ici_drugs")} == {"atezolizumab"}
+
+
+def test_fields_ranked_and_lazy(lexicon: Lexicon) -> None:
+    study = _study(
+        identificationModule={"briefTitle": "SBRT plus durvalumab"},
+        descriptionModule={"detailedDescription": "Patients receive proton therapy."},
+    )
+    kinds = [f.kind for f in study_fields(study)]
+    assert kinds == ["title", "description"]
+    st = StudyText(study, lexicon)
+    assert st.hits == []  # nothing scanned until asked
+    assert st.find("rt_technology", ("title",))[0].confidence > 0.8
+    assert [h.label for h in st.find("rt_technology", ("description",))] == [
+        "proton/heavy-ion therapy"
+    ]
