@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 from pathlib import Path
 
 import httpx
@@ -233,3 +234,17 @@ def test_cli_fetch_against_local_server(records: list[dict], tmp_path: Path) -> 
     bad.write_text("- name: x\n  condition: lung\n", encoding="utf-8")
     result = CliRunner().invoke(app, ["trials", "fetch", "--db", str(db), "--query-file", str(bad)])
     assert result.exit_code != 0
+
+
+@pytest.mark.network
+@pytest.mark.skipif(
+    os.environ.get("IRTSCOPE_LIVE_TESTS") != "1",
+    reason="live registry test: set IRTSCOPE_LIVE_TESTS=1 and run with -m network",
+)
+def test_live_registry_count_and_first_page() -> None:  # pragma: no cover - needs internet
+    query = QuerySpec(name="live", cond="NSCLC", term="radiotherapy AND pembrolizumab")
+    with CtgovClient(timeout=30.0) as client:
+        total = client.count(query)
+        page = client.page(query, page_size=5)
+        assert total is not None and total >= len(page["studies"]) > 0
+        assert client.version().get("dataTimestamp")

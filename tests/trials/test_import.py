@@ -163,3 +163,14 @@ def test_cli_import_and_stats(small_records: list[dict], tmp_path: Path) -> None
     bad.write_bytes(b"{not json}\n")
     result = runner.invoke(app, ["trials", "import", "--db", str(db), str(bad)])
     assert result.exit_code == 1
+
+
+def test_folder_import(small_records: list[dict], tmp_path: Path) -> None:
+    folder = tmp_path / "unpacked"
+    (folder / "sub").mkdir(parents=True)
+    for record in small_records[:4]:
+        nct = record["protocolSection"]["identificationModule"]["nctId"]
+        (folder / "sub" / f"{nct}.json").write_bytes(orjson.dumps(record))
+    with Store(":memory:") as store:
+        report = import_paths(store, [folder])
+        assert (report.files, report.new_studies, report.ok) == (4, 4, True)

@@ -157,7 +157,7 @@ def test_killed_import_is_discarded_on_open(tmp_path: Path) -> None:
 
         store.con.execute("BEGIN")
         store._ingest_batch(
-            [_prepare("item 0", RawRecord("killed", "item 0", study=_study("NCT00000009")))],
+            _prepare("item 0", RawRecord("killed", "item 0", study=_study("NCT00000009"))),
             snapshot_id,
             "file:x",
             "killed",

@@ -30,6 +30,7 @@ __all__ = [
     "build_deep_section",
     "comparison_table",
     "deep_section_from_outputs",
+    "demo_section",
     "format_comparison",
     "run_deep_study",
     "write_deep_outputs",
@@ -60,6 +61,12 @@ def _fmt_ci(auc: float, lo: float, hi: float) -> str:
     if not np.isfinite(auc):
         return "n/a"
     return f"{auc:.2f} ({lo:.2f}–{hi:.2f})"
+
+
+def _fmt_p(p: float) -> str:
+    if not np.isfinite(p):
+        return "n/a"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
 def comparison_table(
@@ -131,7 +138,7 @@ def format_comparison(comparison: pd.DataFrame) -> pd.DataFrame:
         ("delong_p_fusion_vs_radiomics", "DeLong p (fusion vs radiomics)"),
     ):
         if column in comparison.columns:
-            out[label] = [f"{p:.3f}" if np.isfinite(p) else "n/a" for p in comparison[column]]
+            out[label] = [_fmt_p(p) for p in comparison[column]]
     return out
 
 
@@ -352,8 +359,6 @@ paired on identical lesions and treat lesions as independent (p is somewhat opti
 {{ "%.1f"|format(epoch_s) }} s per epoch, final fit {{ "%.1f"|format(final_s) }} s on
 {{ device }}.{% if failures %} {{ failures }} lesion(s) had no patch and were left out.{% endif %}
 </p>
-{% for fig in figures %}<figure><img src="{{ fig.uri }}" alt="{{ fig.alt }}">
-<figcaption>{{ fig.caption }}</figcaption></figure>{% endfor %}
 """
 
 
@@ -363,7 +368,8 @@ def build_deep_section(
     """The imaging report's deep-learning section: ``{"title", "html", "figures"}``.
 
     ``figures`` are dicts with ``files`` (:class:`~irtscope.report.FigureFiles`) and
-    ``caption``; the HTML embeds them as data URIs so the section is self-contained.
+    ``caption``, passed through in the section's ``figures`` (the format
+    ``write_imaging_report(extra_sections=...)`` accepts); the report embeds them.
     """
     return _section(
         comparison=result.comparison,
@@ -445,16 +451,12 @@ def _section(
             "final_s": timings.get("final_fit_s", 0.0),
             "device": settings.get("device", "cpu"),
             "failures": n_failures,
-            "figures": [
-                {"uri": f["files"].data_uri, "caption": f["caption"], "alt": f["caption"]}
-                for f in figures
-            ],
         },
     )
     return {
         "title": "Deep learning vs radiomics (per-lesion progressive disease)",
         "html": Markup(html),
-        "figures": [f["files"] for f in figures],
+        "figures": [{"files": f["files"], "caption": f["caption"]} for f in figures],
     }
 
 
@@ -494,8 +496,9 @@ def write_deep_outputs(result: DeepStudyResult, out_dir: str | Path) -> dict[str
     section = build_deep_section(result, figures)
     page = render_template_string(
         '{% extends "base.html.j2" %}{% block body %}<h1>{{ title }}</h1>{{ html }}'
-        "{% endblock %}",
-        {"title": section["title"], "html": section["html"]},
+        '{% for f in figures %}<figure><img src="{{ f.files.data_uri }}" alt="{{ f.caption }}">'
+        "<figcaption>{{ f.caption }}</figcaption></figure>{% endfor %}{% endblock %}",
+        section,
     )
     paths["section"] = out / "deep_section.html"
     paths["section"].write_text(page, encoding="utf-8")
@@ -517,3 +520,32 @@ def write_deep_outputs(result: DeepStudyResult, out_dir: str | Path) -> dict[str
     paths["summary"] = out / "deep_summary.json"
     paths["summary"].write_text(json.dumps(summary, indent=2), encoding="utf-8")
     return paths
+
+
+def demo_section(
+    manifest_path: str | Path,
+    features_path: str | Path,
+    out_dir: str | Path,
+    seed: int = 0,
+    config: str | Path | DeepConfig = "small",
+    n_boot: int = 300,
+) -> dict[str, Any]:
+    """Hook for ``irtscope imaging demo``: run the small CNN study and return its section.
+
+    Trains on the demo's (simulated) development cohort, scores its external cohorts, writes
+    everything :func:`write_deep_outputs` writes under ``out_dir`` and returns the section
+    for ``write_imaging_report(extra_sections=[...])``.
+    """
+    from irtscope.imaging._manifest import load_manifest
+
+    out = Path(out_dir)
+    result = run_deep_study(
+        load_manifest(manifest_path),
+        pd.read_parquet(features_path),
+        config,
+        random_state=seed,
+        n_boot=n_boot,
+        cache_dir=out / "patch_cache",
+    )
+    write_deep_outputs(result, out)
+    return deep_section_from_outputs(out)

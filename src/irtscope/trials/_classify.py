@@ -591,6 +591,18 @@ def classify_studies(
     pandas.DataFrame
         Columns ``nct_id, variable, value, field, evidence, confidence, overridden``.
     """
+    # The collector stays paused until the temporaries (rows, hits) are gone: re-enabled while
+    # they are alive, its first pass walks every one of them (see gc_paused).
+    with gc_paused():
+        return _classify_studies(studies, protocol, overrides, progress)
+
+
+def _classify_studies(
+    studies: Iterable[dict],
+    protocol: Protocol | str,
+    overrides: Any,
+    progress: Callable[[int, int | None, str], None] | None,
+) -> Any:
     import pandas as pd
 
     from irtscope.trials._overrides import apply_class_overrides, load_overrides

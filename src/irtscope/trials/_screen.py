@@ -47,6 +47,8 @@ _FALLBACK_KINDS = ("title", "keyword", "summary")
 _CONDITION_KINDS = ("condition", "keyword", "title")
 _CONDITION_FALLBACK = ("summary", "eligibility", "intervention", "arm", "primary_outcome")
 _MAX_EVIDENCE = 5
+#: one encoder for every row: ``json.dumps(..., ensure_ascii=False)`` builds a new one per call
+_JSON = json.JSONEncoder(ensure_ascii=False)
 
 
 @dataclass
@@ -383,6 +385,18 @@ def screen_studies(
         overridden, registration_date, registration_year`` (the contract) plus ``confidence``
         (of the weakest rule that settled the call) and ``weakest_rule`` (its criterion id).
     """
+    # The collector stays paused until the temporaries (rows, hits) are gone: re-enabled while
+    # they are alive, its first pass walks every one of them (see gc_paused).
+    with gc_paused():
+        return _screen_studies(studies, protocol, overrides, progress)
+
+
+def _screen_studies(
+    studies: Iterable[dict],
+    protocol: Protocol | str,
+    overrides: Any,
+    progress: Callable[[int, int | None, str], None] | None,
+) -> Any:
     import pandas as pd
 
     from irtscope.trials._overrides import apply_screen_overrides, load_overrides
@@ -418,7 +432,7 @@ def screen_studies(
                     )
                 )
     for row in rows:
-        row["evidence"] = json.dumps(row.pop("_evidence"), ensure_ascii=False)
+        row["evidence"] = _JSON.encode(row.pop("_evidence"))
     columns = [
         "nct_id",
         "decision",

@@ -34,7 +34,6 @@ import hashlib
 import logging
 import os
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +51,7 @@ from irtscope.trials._normalize import (
     content_hash,
     is_valid_nct_id,
     nct_id_of,
-    normalize_study,
+    normalize_rows,
     version_info,
 )
 from irtscope.trials._sources_files import ImportFailure, ImportReport, RawRecord
@@ -99,11 +98,9 @@ def _arrow_type(column: str) -> pa.DataType:
     return pa.string()
 
 
-_KEY_COLUMNS = ("nct_id", "version", "snapshot_id")
 _ARROW_SCHEMAS = {
     table: pa.schema(
-        [("nct_id", pa.string()), ("version", pa.string()), ("snapshot_id", pa.int64())]
-        + [(c, _arrow_type(c)) for c in columns]
+        [("nct_id", pa.string()), ("version", pa.string())] + [(c, _arrow_type(c)) for c in columns]
     )
     for table, columns in TABLE_COLUMNS.items()
 }
@@ -179,43 +176,103 @@ def _ddl() -> list[str]:
     return statements
 
 
-def _columns_to_arrow(rows: dict[str, list[Any]], schema: pa.Schema) -> pa.Table:
-    return pa.Table.from_pydict({name: rows[name] for name in schema.names}, schema=schema)
+class _Batch:
+    """One batch of entries, already reduced to column lists.
+
+    Each record is validated, canonicalised and normalized as it arrives and its parsed
+    dict freed at once (holding a batch of dicts is what made memory grow with the input).
+    Child rows are kept as tuples per table, with the index of their record in ``recs``, so
+    a batch is inserted with one Arrow table and one ``INSERT`` per table, and records found
+    to be already stored are dropped with one Arrow filter.
+    """
+
+    __slots__ = (
+        "failures",
+        "holders",
+        "last_updates",
+        "locators",
+        "ncts",
+        "raws",
+        "recs",
+        "tables",
+    )
+
+    def __init__(self) -> None:
+        self.locators: list[str] = []
+        self.ncts: list[str] = []
+        self.last_updates: list[str | None] = []
+        self.holders: list[str | None] = []
+        self.raws: list[bytes] = []
+        self.failures: list[ImportFailure] = []
+        self.tables: dict[str, list[tuple[Any, ...]]] = {table: [] for table in TABLE_COLUMNS}
+        self.recs: dict[str, list[int]] = {table: [] for table in TABLE_COLUMNS}
+
+    def __len__(self) -> int:
+        return len(self.ncts) + len(self.failures)
+
+    def add(self, locator: str, record: RawRecord) -> None:
+        """Validate, canonicalise, hash and normalize one record (pure, no database)."""
+        if record.error is not None or record.study is None:
+            reason = record.error or "empty"
+            self.failures.append(ImportFailure(record.path, record.position, None, reason))
+            return
+        study = record.study
+        nct = nct_id_of(study)
+        if not is_valid_nct_id(nct):
+            reason = "no NCT id" if nct is None else f"invalid NCT id {nct!r}"
+            self.failures.append(ImportFailure(record.path, record.position, nct, reason))
+            return
+        try:
+            canonical = canonical_json(study)
+            rows = normalize_rows(study)
+        except (TypeError, ValueError, AttributeError) as exc:
+            self.failures.append(
+                ImportFailure(record.path, record.position, nct, f"unusable record: {exc}")
+            )
+            return
+        last_update, holder = version_info(study)
+        rec = len(self.ncts)
+        self.locators.append(locator)
+        self.ncts.append(nct)  # type: ignore[arg-type]
+        self.last_updates.append(last_update)
+        self.holders.append(holder)
+        self.raws.append(canonical)
+        tables, recs = self.tables, self.recs
+        for table, table_rows in rows.items():
+            if table_rows:
+                tables[table].extend(table_rows)
+                recs[table].extend([rec] * len(table_rows))
+
+    def versions(self) -> list[str]:
+        """Content hash of every stored record (one C call each, on canonical bytes)."""
+        return [content_hash(raw) for raw in self.raws]
+
+    def child_table(
+        self, table: str, ncts: pa.Array, versions: pa.Array, keep: pa.Array | None
+    ) -> pa.Table | None:
+        """Arrow table of one normalized table (``None`` when it has no rows)."""
+        rows = self.tables[table]
+        if not rows:
+            return None
+        schema = _ARROW_SCHEMAS[table]
+        rec = pa.array(self.recs[table], pa.int64())
+        arrays = [ncts.take(rec), versions.take(rec)]
+        # one C-level transpose of the batch's row tuples into columns
+        arrays += [
+            pa.array(values, schema.field(i).type)
+            for i, values in enumerate(zip(*rows, strict=True), 2)
+        ]
+        result = pa.Table.from_arrays(arrays, schema=schema)
+        if keep is not None:
+            result = result.filter(keep.take(rec))
+        return result
 
 
-@dataclass(slots=True)
-class _Prepared:
-    """One entry reduced to what the store needs, so the parsed dict can be freed at once
-    (a batch of dicts, not of rows, is what made memory grow with the input)."""
-
-    locator: str
-    nct: str | None = None
-    version: str | None = None
-    last_update: str | None = None
-    holder: str | None = None
-    raw: bytes | None = None
-    rows: dict[str, list[dict[str, Any]]] | None = None
-    failure: ImportFailure | None = None
-
-
-def _prepare(locator: str, record: RawRecord) -> _Prepared:
-    """Validate, canonicalise, hash and normalize one record (pure, no database)."""
-    if record.error is not None or record.study is None:
-        failure = ImportFailure(record.path, record.position, None, record.error or "empty")
-        return _Prepared(locator, failure=failure)
-    study = record.study
-    nct = nct_id_of(study)
-    if not is_valid_nct_id(nct):
-        reason = "no NCT id" if nct is None else f"invalid NCT id {nct!r}"
-        return _Prepared(locator, failure=ImportFailure(record.path, record.position, nct, reason))
-    try:
-        canonical = canonical_json(study)
-        rows = normalize_study(study)
-    except (TypeError, ValueError, AttributeError) as exc:
-        failure = ImportFailure(record.path, record.position, nct, f"unusable record: {exc}")
-        return _Prepared(locator, nct=nct, failure=failure)
-    last_update, holder = version_info(study)
-    return _Prepared(locator, nct, content_hash(canonical), last_update, holder, canonical, rows)
+def _prepare(locator: str, record: RawRecord) -> _Batch:
+    """A batch of one record (for tests and tools that feed single records)."""
+    batch = _Batch()
+    batch.add(locator, record)
+    return batch
 
 
 class Store:
@@ -349,10 +406,10 @@ class Store:
         gc_was_enabled = gc.isenabled()
         gc.disable()
         try:
-            batch: list[_Prepared] = []
+            batch = _Batch()
 
             def flush() -> None:
-                nonlocal changed, newest
+                nonlocal changed, newest, batch
                 con.execute("BEGIN")
                 try:
                     counts = self._ingest_batch(batch, snapshot_id, origin, source, None, None)
@@ -367,13 +424,15 @@ class Store:
                 _add_counts(report, counts)
                 if progress is not None:
                     progress(len(batch), None, Path(path).name)
-                batch.clear()
+                batch = _Batch()
 
+            add = batch.add
             for record in records:
-                batch.append(_prepare(record.position, record))
+                add(record.position, record)
                 if len(batch) >= batch_size:
                     flush()
-            if batch:
+                    add = batch.add
+            if len(batch):
                 flush()
         except BaseException:
             self._discard_snapshot(snapshot_id)
@@ -474,130 +533,129 @@ class Store:
 
     def _ingest_batch(
         self,
-        items: list[_Prepared],
+        batch: _Batch,
         snapshot_id: int,
         origin: str,
         source: str,
         query_key: str | None,
         query_name: str | None,
     ) -> dict[str, Any]:
-        """Insert one prepared batch inside the caller's transaction; return counts."""
+        """Insert one prepared batch inside the caller's transaction; return counts.
+
+        Set-based throughout: one query finds which (NCT id, version) pairs and NCT ids are
+        already stored, then each table gets one Arrow table and one ``INSERT``.
+        """
         con = self.con
-        failures = [p.failure for p in items if p.failure is not None]
-        parsed = [p for p in items if p.failure is None]
+        ncts = batch.ncts
+        n = len(ncts)
         counts: dict[str, Any] = {
-            "entries_read": len(parsed),
+            "entries_read": n,
             "new_studies": 0,
             "new_versions": 0,
             "identical": 0,
             "older_versions": 0,
             "alias_merged": 0,
-            "failures": failures,
+            "failures": batch.failures,
             "_changed": False,
-            "_newest": max((p.holder for p in parsed if p.holder), default=None),
+            "_newest": max(filter(None, batch.holders), default=None),
         }
-        if not parsed:
+        if not n:
             return counts
 
-        keys = pa.table({"nct_id": [p.nct for p in parsed], "version": [p.version for p in parsed]})
-        con.register("_batch_keys", keys)
+        versions = batch.versions()
+        nct_array = pa.array(ncts, pa.string())
+        version_array = pa.array(versions, pa.string())
+        con.register("_batch_keys", pa.table({"nct_id": nct_array, "version": version_array}))
         try:
-            known_versions = set(
-                con.execute(
-                    "SELECT v.nct_id, v.version FROM study_versions v "
-                    "SEMI JOIN _batch_keys b ON v.nct_id = b.nct_id AND v.version = b.version"
-                ).fetchall()
-            )
-            known_ids = {
-                r[0]
-                for r in con.execute(
-                    "SELECT DISTINCT nct_id FROM study_versions "
-                    "WHERE nct_id IN (SELECT nct_id FROM _batch_keys)"
-                ).fetchall()
-            }
+            known_versions: set[tuple[str, str]] = set()
+            known_ids: set[str] = set()
+            for nct, version, same in con.execute(
+                "SELECT DISTINCT v.nct_id, v.version, b.version IS NOT NULL FROM study_versions v "
+                "LEFT JOIN _batch_keys b ON v.nct_id = b.nct_id AND v.version = b.version "
+                "WHERE v.nct_id IN (SELECT nct_id FROM _batch_keys)"
+            ).fetchall():
+                known_ids.add(nct)
+                if same:
+                    known_versions.add((nct, version))
         finally:
             con.unregister("_batch_keys")
 
-        seq0 = _one(con.execute("SELECT coalesce(max(seq), 0) FROM study_versions"))[0]
-        versions: dict[str, list[Any]] = {name: [] for name in _VERSION_SCHEMA.names}
-        tables: dict[str, dict[str, list[Any]]] = {
-            t: {c: [] for c in _ARROW_SCHEMAS[t].names} for t in TABLE_COLUMNS
-        }
-        entries: dict[str, list[Any]] = {name: [] for name in _ENTRY_SCHEMA.names}
-        new_keys: list[tuple[str, str]] = []
         outcomes: list[str] = []
-        for item in parsed:
-            nct, version = item.nct, item.version
-            key = (nct, version)
+        for key in zip(ncts, versions, strict=True):
             if key in known_versions:
-                outcome = "identical"
-            elif nct in known_ids:
-                outcome = "other_version"
-            else:
-                outcome = "new"
-            outcomes.append(outcome)
-            if outcome != "identical":
-                known_versions.add(key)
-                known_ids.add(nct)
-                new_keys.append(key)
-                seq0 += 1
-                for name, value in zip(
-                    _VERSION_SCHEMA.names,
-                    (nct, version, seq0, snapshot_id, item.last_update, item.holder, item.raw),
-                    strict=True,
-                ):
-                    versions[name].append(value)
-                for table, rows in (item.rows or {}).items():
-                    columns = tables[table]
-                    for row in rows:
-                        columns["nct_id"].append(nct)
-                        columns["version"].append(version)
-                        columns["snapshot_id"].append(snapshot_id)
-                        for column in TABLE_COLUMNS[table]:
-                            columns[column].append(row.get(column))
-            values = (
-                origin,
-                item.locator,
-                snapshot_id,
-                source,
-                query_key,
-                query_name,
-                nct,
-                version,
-                outcome,
-            )
-            for name, value in zip(_ENTRY_SCHEMA.names, values, strict=True):
-                entries[name].append(value)
+                outcomes.append("identical")
+                continue
+            outcomes.append("other_version" if key[0] in known_ids else "new")
+            known_versions.add(key)
+            known_ids.add(key[0])
+        n_identical = outcomes.count("identical")
+        kept = [o != "identical" for o in outcomes]
+        keep = pa.array(kept, pa.bool_()) if n_identical else None
 
-        if new_keys:
+        if n_identical < n:
             counts["_changed"] = True
+            seq0 = _one(con.execute("SELECT coalesce(max(seq), 0) FROM study_versions"))[0]
             # raw is canonical UTF-8 JSON bytes: view them as strings without decoding.
-            raw = pa.array(versions.pop("raw"), pa.binary()).view(pa.string())
-            version_table = pa.Table.from_pydict(
-                versions, schema=_VERSION_SCHEMA.remove(_VERSION_SCHEMA.get_field_index("raw"))
-            ).append_column("raw", raw)
+            raw = pa.array(batch.raws, pa.binary()).view(pa.string())
+            version_table = pa.table(
+                {
+                    "nct_id": nct_array,
+                    "version": version_array,
+                    "last_update_posted": pa.array(batch.last_updates, pa.string()),
+                    "version_holder": pa.array(batch.holders, pa.string()),
+                    "raw": raw,
+                }
+            )
+            if keep is not None:
+                version_table = version_table.filter(keep)
+            # seq numbers the stored versions in order of arrival (the last tie-breaker).
+            seq = pa.array(range(seq0 + 1, seq0 + 1 + version_table.num_rows), pa.int64())
+            version_table = version_table.append_column("seq", seq)
             con.register("_new_versions", version_table)
             try:
                 con.execute(
                     "INSERT INTO study_versions (nct_id, version, seq, snapshot_id, "
-                    "last_update_posted, version_holder, raw) SELECT * FROM _new_versions"
+                    "last_update_posted, version_holder, raw) SELECT nct_id, version, seq, "
+                    "?, last_update_posted, version_holder, raw FROM _new_versions",
+                    [snapshot_id],
                 )
             finally:
                 con.unregister("_new_versions")
-            for table, columns in tables.items():
-                if not columns["nct_id"]:
+            del raw, version_table
+            for table in TABLE_COLUMNS:
+                rows = batch.child_table(table, nct_array, version_array, keep)
+                if rows is None or not rows.num_rows:
                     continue
                 view = f"_new_{table}"
-                con.register(view, _columns_to_arrow(columns, _ARROW_SCHEMAS[table]))
+                con.register(view, rows)
                 try:
-                    con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM {view}")
+                    con.execute(
+                        f"INSERT INTO {table} BY NAME SELECT *, ?::BIGINT AS snapshot_id "
+                        f"FROM {view}",
+                        [snapshot_id],
+                    )
                 finally:
                     con.unregister(view)
             counts["alias_merged"] = self._merge_aliases()
-            self._refresh_current({k[0] for k in new_keys})
+            touched = {nct for nct, k in zip(ncts, kept, strict=True) if k}
+            self._refresh_current(touched)
 
         # Entries already logged (same file content / same harvest page) are not re-added.
-        con.register("_new_entries", _columns_to_arrow(entries, _ENTRY_SCHEMA))
+        entries = pa.table(
+            {
+                "origin": pa.repeat(origin, n),
+                "locator": pa.array(batch.locators, pa.string()),
+                "snapshot_id": pa.repeat(pa.scalar(snapshot_id, pa.int64()), n),
+                "source": pa.repeat(source, n),
+                "query_key": pa.repeat(pa.scalar(query_key, pa.string()), n),
+                "query_name": pa.repeat(pa.scalar(query_name, pa.string()), n),
+                "nct_id": nct_array,
+                "version": version_array,
+                "outcome": pa.array(outcomes, pa.string()),
+            },
+            schema=_ENTRY_SCHEMA,
+        )
+        con.register("_new_entries", entries)
         try:
             added = _one(
                 con.execute(
@@ -611,16 +669,20 @@ class Store:
             counts["_changed"] = True
 
         # Classify other versions as newer (now current) or older (kept as history).
-        other = [k for k, o in zip(parsed, outcomes, strict=True) if o == "other_version"]
+        other = [
+            k
+            for k, o in zip(zip(ncts, versions, strict=True), outcomes, strict=True)
+            if o == "other_version"
+        ]
         if other:
-            current = self._current_flags([(p.nct, p.version) for p in other])
-            for p in other:
-                if current.get((p.nct, p.version)):
+            current = self._current_flags(other)
+            for key in other:
+                if current.get(key):
                     counts["new_versions"] += 1
                 else:
                     counts["older_versions"] += 1
         counts["new_studies"] = outcomes.count("new")
-        counts["identical"] = outcomes.count("identical")
+        counts["identical"] = n_identical
         return counts
 
     def _current_flags(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], bool]:
@@ -769,10 +831,9 @@ class Store:
         """Store one harvested page and advance the harvest state, atomically."""
         con = self.con
         origin = f"harvest:{harvest_id}:{key}"
-        items = [
-            _prepare(f"{page_no}:{i}", _record_from_api(s, source, page_no, i))
-            for i, s in enumerate(studies)
-        ]
+        items = _Batch()
+        for i, study in enumerate(studies):
+            items.add(f"{page_no}:{i}", _record_from_api(study, source, page_no, i))
         con.execute("BEGIN")
         try:
             counts = self._ingest_batch(items, snapshot_id, origin, name, key, name)
