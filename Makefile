@@ -20,9 +20,11 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# Imaging first (fully offline, simulated data), then the live trial landscape, so that the
+# demo ends with the trials report, or with one clear line when the registry is unreachable.
 demo: $(STAMP)
-	$(MAKE) --no-print-directory demo-trials
 	$(MAKE) --no-print-directory demo-imaging
+	$(MAKE) --no-print-directory demo-trials
 
 demo-trials: $(STAMP)
 	$(BIN)/irtscope trials demo --out $(OUT)/trials $(if $(SOURCE),--source $(SOURCE),)

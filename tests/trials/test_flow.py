@@ -82,3 +82,23 @@ def test_flow_figure_draws_every_count() -> None:
     texts = " ".join(t.get_text() for t in fig.axes[0].texts)
     assert "n = 5" in texts and "n = 3" in texts and "n = 1" in texts
     assert "label not_nsclc: 1" in texts
+
+
+def test_not_interventional_sits_before_unique_trials() -> None:
+    """Like the reference retrieval (interventional only): removed before 'unique trials'."""
+    reasons = ["duplicate_record", "not_interventional", "not_interventional", "outside_window"]
+    flow = flow_counts(_screening([*reasons, "not_nsclc", "", ""]), entries_read=9)
+    keys = list(flow["key"])
+    assert keys[:4] == ["hits", "duplicate_record", "not_interventional", "unique"]
+    assert keys.index("outside_window") == keys.index("unique") + 1
+    flow = flow.set_index("key")
+    assert flow.loc["duplicate_record", "n"] == 3  # 9 hits, 6 unique records
+    assert flow.loc["not_interventional", "n"] == 2
+    assert flow.loc["not_interventional", "remaining"] == 4
+    assert flow.loc["unique", "n"] == 4
+    assert flow.loc["in_window", "n"] == 3
+    assert flow.loc["included", "n"] == 2
+    texts = " ".join(t.get_text() for t in flow_figure(flow.reset_index()).axes[0].texts)
+    assert "label not_interventional: n = 2" in texts
+    assert "Unique trials screened\nn = 4" in texts
+    assert "label not_interventional: 2" not in texts  # not listed again with later exclusions

@@ -14,6 +14,7 @@ from irtscope.trials._protocol import _dictionary_dir, _preset_dir
 
 CONTRACT_CRITERIA = [
     "duplicate_record",
+    "not_interventional",
     "outside_window",
     "not_nsclc",
     "other_immunotherapy",
@@ -110,7 +111,8 @@ def test_user_protocol_with_own_dictionary(tmp_path: Path) -> None:
     )
     data = _preset_dict()
     data["name"] = "melanoma-irt"
-    data["criteria"][2] = {
+    index = [c["id"] for c in data["criteria"]].index("not_nsclc")
+    data["criteria"][index] = {
         "id": "not_melanoma",
         "rule": "condition",
         "dictionary": "melanoma",
@@ -120,7 +122,7 @@ def test_user_protocol_with_own_dictionary(tmp_path: Path) -> None:
     path = tmp_path / "melanoma-irt.yaml"
     path.write_text(yaml.safe_dump(data), encoding="utf-8")
     p = load_protocol(path)
-    assert p.criteria[2].id == "not_melanoma"
+    assert p.criteria[index].id == "not_melanoma"
     assert load_dictionary("melanoma", p.base_dir).entries[0].label == "melanoma"
     assert p.fingerprint() != load_protocol("nsclc-irt").fingerprint()
 

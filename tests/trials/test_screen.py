@@ -101,7 +101,8 @@ def test_contract_columns_and_included() -> None:
     [
         ({"statusModule__studyFirstSubmitDate": "2013-11-02"}, "outside_window"),
         ({"statusModule__studyFirstSubmitDate": "2024-07"}, "outside_window"),
-        ({"designModule__studyType": "OBSERVATIONAL"}, "outside_window"),
+        ({"designModule__studyType": "OBSERVATIONAL"}, "not_interventional"),
+        ({"designModule__studyType": "EXPANDED_ACCESS"}, "not_interventional"),
         (
             {
                 "conditionsModule__conditions": ["Small Cell Lung Cancer"],
@@ -180,6 +181,47 @@ def test_each_criterion(changes: dict, reason: str) -> None:
     assert any(e["rule"] == reason and e["field"] and e["text"] for e in evidence)
 
 
+def test_study_type_and_window_are_separate() -> None:
+    """Non-interventional studies get their own reason; the window is the date alone."""
+    observational_2013 = irt_study(
+        "NCT09000002",
+        designModule__studyType="OBSERVATIONAL",
+        statusModule__studyFirstSubmitDate="2013-01-05",
+    )
+    frame = screen_studies([observational_2013], "nsclc-irt")
+    assert _decision(frame, "NCT09000002") == ("excluded", "not_interventional")
+    assert frame.iloc[0]["reason_label"] == "Not an interventional study"
+    # a protocol without a study_type criterion (written before it existed) still keeps
+    # other study types out, under its window criterion
+    preset = load_protocol("nsclc-irt")
+    legacy = preset.model_copy(
+        update={"criteria": tuple(c for c in preset.criteria if c.rule != "study_type")}
+    )
+    observational = irt_study("NCT09000003", designModule__studyType="OBSERVATIONAL")
+    frame = screen_studies([observational, irt_study("NCT09000004")], legacy)
+    assert _decision(frame, "NCT09000003") == ("excluded", "outside_window")
+    assert _decision(frame, "NCT09000004") == ("included", "")
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "LM-108 antibody and sintilimab",  # NCT06479759 (anti-CCR8, code name only)
+        "RO7502175",  # NCT05581004 (anti-CCR8, code name only)
+    ],
+)
+def test_code_named_other_immunotherapy(name: str) -> None:
+    study = irt_study(
+        armsInterventionsModule__interventions=[
+            {"type": "RADIATION", "name": "SBRT"},
+            {"type": "DRUG", "name": name},
+            {"type": "DRUG", "name": "Pembrolizumab"},
+        ]
+    )
+    frame = screen_studies([study], "nsclc-irt")
+    assert _decision(frame, "NCT09000001") == ("excluded", "other_immunotherapy")
+
+
 def test_chemotherapy_next_to_ici_does_not_exclude() -> None:
     study = irt_study(
         armsInterventionsModule__interventions=[
@@ -254,7 +296,7 @@ def test_nsclc_150_every_trial_decided(ctgov_dir: Path) -> None:
     # hand-checked calls (see the closing note)
     assert _decision(frame, "NCT03955198") == ("included", "")
     assert _decision(frame, "NCT05798663") == ("excluded", "other_immunotherapy")
-    assert _decision(frame, "NCT03798535") == ("excluded", "outside_window")  # observational
+    assert _decision(frame, "NCT03798535") == ("excluded", "not_interventional")  # observational
     assert _decision(frame, "NCT07050056") == ("excluded", "outside_window")  # 2025
     assert _decision(frame, "NCT02385136") == ("excluded", "no_immunotherapy")
     assert _decision(frame, "NCT02369484") == ("excluded", "no_radiotherapy")

@@ -189,7 +189,11 @@ def run_deep_study(
         Advanced once per lesion patch and once per CNN fit.
     """
     from irtscope.imaging._evaluate import grouped_cv_predict, grouped_splits
-    from irtscope.imaging._models import make_radiomics_classifier, radiomics_columns
+    from irtscope.imaging._models import (
+        make_radiomics_classifier,
+        make_tuned,
+        radiomics_columns,
+    )
     from irtscope.imaging._saliency import saliency_maps, select_saliency_lesions
 
     cfg = load_deep_config(config)
@@ -255,7 +259,12 @@ def run_deep_study(
             raise DataError("features table has no pyradiomics feature columns")
         rad_dev = rad[rad["cohort"] == dev_cohort].reset_index(drop=True)
         rad_ext = rad[rad["cohort"] != dev_cohort].reset_index(drop=True)
-        model = make_radiomics_classifier(radiomics=columns, random_state=random_state)
+        # The same radiomics model as ``irtscope imaging evaluate``: the forest with its
+        # leaf size tuned by patient-grouped inner folds (nested CV), so both reports agree.
+        model = make_tuned(
+            make_radiomics_classifier(radiomics=columns, random_state=random_state),
+            random_state=random_state,
+        )
         tic = time.perf_counter()
         # the same grouped_splits(y, groups, n_splits, random_state) as the CNN folds above
         oof = grouped_cv_predict(
@@ -264,7 +273,9 @@ def run_deep_study(
         )
         values = dict(zip(rad_dev["lesion_id"], oof, strict=True))
         if len(rad_ext):
-            model.fit(rad_dev, rad_dev[label].to_numpy().astype(int))
+            model.fit(
+                rad_dev, rad_dev[label].to_numpy().astype(int), groups=rad_dev["patient_id"]
+            )
             values.update(
                 zip(rad_ext["lesion_id"], model.predict_proba(rad_ext)[:, 1], strict=True)
             )

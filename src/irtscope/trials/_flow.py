@@ -4,6 +4,11 @@ Counts come from the screening contract (one row per unique trial with its first
 criterion) plus the store's hit summary (hits before de-duplication). Each excluded trial has
 exactly one reason, so the counts telescope: hits -> unique -> in window -> ... -> included,
 which :func:`flow_counts` checks rather than assumes.
+
+Why non-interventional studies sit with the duplicates: the reference study's retrieval asked
+the registry for interventional studies only, so its "unique trials" (373) never contained
+them. Our queries may return other study types; removing them before the "unique trials
+screened" box keeps that box comparable with the published one.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ __all__ = ["REASON_ORDER", "flow_counts", "flow_figure"]
 #: Criterion ids in the reference order (contract).
 REASON_ORDER: tuple[str, ...] = (
     "duplicate_record",
+    "not_interventional",
     "outside_window",
     "not_nsclc",
     "other_immunotherapy",
@@ -34,8 +40,12 @@ REASON_ORDER: tuple[str, ...] = (
     "duplicate_content",
 )
 
+#: exclusions made, in the reference study, by the retrieval itself (before "unique trials")
+_RETRIEVAL_SIDE = ("duplicate_record", "not_interventional")
+
 _DEFAULT_LABELS = {
     "duplicate_record": "Duplicate record or no NCT number",
+    "not_interventional": "Not an interventional study",
     "outside_window": "Registered outside the study window",
     "not_nsclc": "Disease is not NSCLC",
     "other_immunotherapy": "Immunotherapy beyond PD-1/PD-L1/CTLA-4 inhibitors",
@@ -72,7 +82,9 @@ def flow_counts(
         One row per step: ``key`` (``hits``, ``unique``, a criterion id, ``in_window``,
         ``included``), ``kind`` (``count`` for boxes on the main path, ``excluded`` for
         exclusions), ``label``, ``n``, ``remaining`` (trials left after the step) and
-        ``published``.
+        ``published``. Retrieval-side exclusions (``duplicate_record``,
+        ``not_interventional``) come before ``unique``, which counts the unique trials in the
+        retrieval's scope (interventional studies for the reference protocol).
     """
     missing = {"nct_id", "decision", "reason"} - set(screening.columns)
     if missing:
@@ -89,10 +101,14 @@ def flow_counts(
     if unknown:
         raise DataError(f"screening frame has unknown exclusion reasons {sorted(unknown)}")
     dup_screened = int(by_reason.get("duplicate_record", 0))
-    unique = len(screening) - dup_screened
+    unique_records = len(screening) - dup_screened
     hits = len(screening) if entries_read is None else int(entries_read)
-    if hits < unique:
-        raise DataError(f"entries read ({hits}) is below the number of unique studies ({unique})")
+    if hits < unique_records:
+        raise DataError(
+            f"entries read ({hits}) is below the number of unique studies ({unique_records})"
+        )
+    not_interventional = int(by_reason.get("not_interventional", 0))
+    unique = unique_records - not_interventional
     pub = _published_steps(published or {})
     rows: list[dict] = []
 
@@ -109,10 +125,23 @@ def flow_counts(
         )
 
     add("hits", "count", "Records identified (all queries, duplicates included)", hits, hits)
-    add("duplicate_record", "excluded", labels["duplicate_record"], hits - unique, unique)
+    add(
+        "duplicate_record",
+        "excluded",
+        labels["duplicate_record"],
+        hits - unique_records,
+        unique_records,
+    )
+    add(
+        "not_interventional",
+        "excluded",
+        labels["not_interventional"],
+        not_interventional,
+        unique,
+    )
     add("unique", "count", "Unique trials screened", unique, unique)
     remaining = unique
-    for reason in REASON_ORDER[1:]:
+    for reason in REASON_ORDER[len(_RETRIEVAL_SIDE) :]:
         n = int(by_reason.get(reason, 0))
         remaining -= n
         add(reason, "excluded", labels[reason], n, remaining)
@@ -174,7 +203,7 @@ def flow_figure(flow: pd.DataFrame, title: str | None = None) -> Figure:
     counts = flow.set_index("key")
     n = counts["n"].to_dict()
     later = flow[
-        (flow["kind"] == "excluded") & ~flow["key"].isin(["duplicate_record", "outside_window"])
+        (flow["kind"] == "excluded") & ~flow["key"].isin([*_RETRIEVAL_SIDE, "outside_window"])
     ]
     fig = Figure(figsize=(10, 6.4))
     ax = fig.add_axes((0, 0, 1, 1))
@@ -195,8 +224,17 @@ def flow_figure(flow: pd.DataFrame, title: str | None = None) -> Figure:
     for upper, lower in itertools.pairwise(order):
         _arrow(ax, (main_x, ys[upper] - 0.62), (main_x, ys[lower] + 0.5))
     label_window = textwrap.shorten(str(counts.loc["outside_window", "label"]), 70)
+    # older flow frames (before the not_interventional criterion) lack its row
+    n_other_type = n.get("not_interventional", 0)
+    label_type = textwrap.shorten(
+        str(counts["label"].get("not_interventional", _DEFAULT_LABELS["not_interventional"])), 40
+    )
     side = [
-        (8.3, f"Duplicates / no NCT number removed: n = {n['duplicate_record']}"),
+        (
+            8.3,
+            f"Duplicates / no NCT number removed: n = {n['duplicate_record']}\n"
+            f"{label_type}: n = {n_other_type}",
+        ),
         (6.3, f"{label_window}: n = {n['outside_window']}"),
     ]
     for y, text in side:

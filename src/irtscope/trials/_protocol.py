@@ -48,6 +48,7 @@ DATE_FIELDS = {
 
 RuleKind = Literal[
     "duplicate_record",
+    "study_type",
     "window",
     "condition",
     "forbidden_intervention",
@@ -139,7 +140,10 @@ class Protocol(BaseModel):
     queries: tuple[QuerySpec, ...] = ()
     study_types: tuple[str, ...] = Field(
         default=("INTERVENTIONAL",),
-        description="Registry study types in scope (others fail the window criterion).",
+        description=(
+            "Registry study types in scope: others fail the 'study_type' criterion, or the "
+            "'window' criterion when the protocol has no 'study_type' criterion."
+        ),
     )
     date_field: Literal["first_submitted", "first_posted", "start"] = "first_submitted"
     window_start: dt.date = dt.date(2014, 1, 1)

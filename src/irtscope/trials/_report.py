@@ -451,6 +451,10 @@ def write_landscape_report(
         .to_dict("records"),
         "table_names": sorted(table_files),
         "majors": INNOVATION_MAJORS,
+        # `make demo` writes the imaging report beside this one (build/demo/imaging)
+        "imaging_report": (
+            "../imaging/report.html" if (out.parent / "imaging" / "report.html").is_file() else None
+        ),
     }
     html = render_html("landscape_report.html.j2", context, template_dirs=[_TEMPLATE_DIR])
     html_path = out / "report.html"

@@ -59,6 +59,8 @@ class CompiledProtocol:
     dictionaries: dict[str, Dictionary]
     lexicon: Lexicon
     generic_labels: dict[str, set[str]] = field(default_factory=dict)
+    #: the window criterion also checks the study type (protocols without a study_type rule)
+    window_checks_type: bool = False
     _recent: OrderedDict[int, tuple[dict, StudyText]] = field(default_factory=OrderedDict)
 
     #: how many recent records keep their scanned text (screen then classify the same dicts)
@@ -103,7 +105,8 @@ def compile_protocol(protocol: Protocol) -> CompiledProtocol:
         n: {e.label for e in d.entries if e.attrs.get("generic") == "yes"}
         for n, d in dictionaries.items()
     }
-    compiled = CompiledProtocol(protocol, dictionaries, lexicon, generic)
+    window_checks_type = not any(c.rule == "study_type" for c in protocol.criteria)
+    compiled = CompiledProtocol(protocol, dictionaries, lexicon, generic, window_checks_type)
     _CACHE[key] = compiled
     return compiled
 
@@ -172,15 +175,33 @@ def registration_date(study: dict, protocol: Protocol) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def _rule_study_type(
+    crit: Criterion, st: StudyText, cp: CompiledProtocol, state: _RunState
+) -> RuleResult:
+    """Registry study type in the protocol's scope (the reference retrieval's filter)."""
+    study_type = get_path(st.study, "protocolSection.designModule.studyType")
+    scope = cp.protocol.study_types
+    path = "designModule.studyType"
+    if scope and study_type not in scope:
+        return RuleResult(False, 1.0, [_ev(crit.id, path, f"{study_type} not in scope")])
+    return RuleResult(True, 1.0, [_ev(crit.id, path, f"{study_type}")])
+
+
 def _rule_window(
     crit: Criterion, st: StudyText, cp: CompiledProtocol, state: _RunState
 ) -> RuleResult:
+    """Registration date inside the protocol's window.
+
+    Protocols written before the separate ``study_type`` rule existed have no such criterion;
+    for them the window criterion still checks the study type, so they screen as before.
+    """
     protocol = cp.protocol
-    study_type = get_path(st.study, "protocolSection.designModule.studyType")
-    if protocol.study_types and study_type not in protocol.study_types:
-        return RuleResult(
-            False, 1.0, [_ev(crit.id, "designModule.studyType", f"{study_type} not in scope")]
-        )
+    if cp.window_checks_type:
+        study_type = get_path(st.study, "protocolSection.designModule.studyType")
+        if protocol.study_types and study_type not in protocol.study_types:
+            return RuleResult(
+                False, 1.0, [_ev(crit.id, "designModule.studyType", f"{study_type} not in scope")]
+            )
     path = DATE_FIELDS[protocol.date_field].removeprefix("protocolSection.")
     raw = registration_date(st.study, protocol)
     span = parse_partial_date(raw)
@@ -290,6 +311,7 @@ def _rule_duplicate_content(
 
 _RULES: dict[str, Callable[[Criterion, StudyText, CompiledProtocol, _RunState], RuleResult]] = {
     "duplicate_record": _rule_duplicate_record,
+    "study_type": _rule_study_type,
     "window": _rule_window,
     "condition": _rule_condition,
     "forbidden_intervention": _rule_forbidden,
