@@ -104,6 +104,19 @@ def test_every_layout_gives_the_same_store(small_records: list[dict], tmp_path: 
         assert keys == reference, name
 
 
+def test_zip_members_in_several_batches_keep_every_entry(
+    small_records: list[dict], tmp_path: Path
+) -> None:
+    """Members all have position "line 1"; entries must still be one per member."""
+    layouts = _write_layouts(small_records[:10], tmp_path)
+    with Store(":memory:") as store:
+        report = import_paths(store, [layouts["zip"]], batch_size=3)
+        assert report.entries_read == 10
+        assert store.hit_summary()["entries_read"] == 10
+        again = import_paths(store, [layouts["zip"]], batch_size=3)
+        assert again.new_studies == 0 and store.hit_summary()["entries_read"] == 10
+
+
 def test_streamed_layouts_yield_positions(small_records: list[dict], tmp_path: Path) -> None:
     layouts = _write_layouts(small_records[:3], tmp_path)
     assert [r.position for r in iter_file(layouts["jsonl_gz"])] == ["line 1", "line 2", "line 3"]

@@ -156,3 +156,51 @@ def test_fields_ranked_and_lazy(lexicon: Lexicon) -> None:
     assert [h.label for h in st.find("rt_technology", ("description",))] == [
         "proton/heavy-ion therapy"
     ]
+
+
+def test_lazy_negation_matches_eager_scan(lexicon: Lexicon) -> None:
+    """StudyText decides negation on demand; the result is that of an eager scan."""
+    study = _study(
+        identificationModule={"briefTitle": "SBRT plus durvalumab without chemotherapy"},
+        armsInterventionsModule={
+            "interventions": [
+                {"type": "DRUG", "name": "Durvalumab", "description": "no prior nivolumab"},
+                {"type": "RADIATION", "name": "SBRT", "description": "radiotherapy is"},
+            ],
+            "armGroups": [{"label": "excluded: pembrolizumab; then SBRT"}],
+        },
+        descriptionModule={"briefSummary": "Patients without brain metastases receive SABR."},
+    )
+    fields = study_fields(study)
+    eager = lexicon.scan(fields)
+    assert eager and all(h.negated in (True, False) for h in eager)
+    assert any(h.negated for h in eager) and not all(h.negated for h in eager)
+    lazy = lexicon.scan(fields, lazy=True)
+    assert all(h.negated is None for h in lazy)
+    assert [h.decided() for h in lazy] == [h.decided() for h in eager]
+    st = StudyText(study, lexicon)
+    for name in ("ici_drugs", "radiotherapy", "rt_technology", "pop_metastatic_site"):
+        found = st.find(name, include_negated=True)
+        assert found == sorted(
+            (h for h in eager if h.dictionary == name), key=lambda h: -h.confidence
+        )
+
+
+@pytest.mark.parametrize(
+    ("pattern", "prefix"),
+    [
+        (r"gy(?:(?<=\dgy)|(?<=\d gy))(?![a-z])", "gy"),
+        (r"pd-?l1\s*(?:tps\s*)?(?:≥|>=)", "pd"),  # '-' is optional: not part of the prefix
+        (r">=?\s*(?:65|70)", ">"),
+        ("abc+", "abc"),
+        ("ab|cd", ""),  # top-level alternation: no common start
+        ("a[|]b", "a"),
+        ("(?i)abc", ""),
+        (r"(?<![a-z])rt", ""),
+    ],
+)
+def test_pattern_literal_prefix(pattern: str, prefix: str) -> None:
+    """The literal prefix that lets the scanner skip a pattern absent from a text."""
+    from irtscope.trials._text import _literal_prefix
+
+    assert _literal_prefix(pattern) == prefix

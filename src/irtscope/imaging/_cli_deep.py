@@ -18,7 +18,7 @@ def train_deep(
     out: Annotated[Path, typer.Option(help="Output folder (checkpoint, tables, section).")],
     features: Annotated[
         Path | None,
-        typer.Option(help="features.parquet from extract-features (enables the comparison)."),
+        typer.Option(help="features.parquet from `irtscope imaging extract` (enables comparison)."),
     ] = None,
     config: Annotated[
         str, typer.Option(help="Preset (small, full) or a YAML file (may say 'preset: small').")

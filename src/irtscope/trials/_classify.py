@@ -37,6 +37,7 @@ from irtscope.trials._text import (
 __all__ = ["CLASS_COLUMNS", "classify_one", "classify_studies"]
 
 CLASS_COLUMNS = ["nct_id", "variable", "value", "field", "evidence", "confidence"]
+_CHUNK_ROWS = 200_000  # long-form rows held as tuples before they become a frame
 NOT_REPORTED = "not reported"
 
 Row = tuple[str, str, str, float]  # value, field, evidence, confidence
@@ -379,15 +380,23 @@ class _Classifier:
         context = self.context.get(dictionary, {})
         rows: dict[str, Row] = {}
         hits = st.find(dictionary, kinds)
-        near: list[Any] = []
-        if any(context.get(h.label) for h in hits):
-            near = [h for h in st.hits if h.dictionary in self.context_dicts and not h.negated]
+        near: list[Hit] | None = None
         for h in hits:
             if h.label in rows:
                 continue
             needs = context.get(h.label)
-            if needs and not any(
-                n.dictionary == needs and n.path == h.path and _same_clause(h, n) for n in near
+            if not needs:
+                rows[h.label] = (h.label, h.path, h.text, h.confidence)
+                continue
+            if near is None:
+                near = st.scanned(self.context_dicts)
+            # negation last: deciding it is the costly test
+            if not any(
+                n.dictionary == needs
+                and n.path == h.path
+                and _same_clause(h, n)
+                and not n.decided().negated
+                for n in near
             ):
                 continue
             rows[h.label] = (h.label, h.path, h.text, h.confidence)
@@ -612,6 +621,9 @@ def _classify_studies(
     cp = compile_protocol(protocol)
     records: list[tuple[str, str, str, str, str, float]] = []
     append = records.append
+    # Rows go into frames chunk by chunk: a row tuple costs more memory than its cells in a
+    # frame, and holding every tuple until the end made them the peak of a large run.
+    chunks: list[pd.DataFrame] = []
     n = 0
     with gc_paused():
         for n, study in enumerate(studies, start=1):
@@ -619,11 +631,18 @@ def _classify_studies(
             for variable, rows in classify_one(study, cp).items():
                 for value, field, evidence, confidence in rows:
                     append((nct, variable, value, field, evidence, confidence))
+            if len(records) >= _CHUNK_ROWS:
+                chunks.append(pd.DataFrame.from_records(records, columns=CLASS_COLUMNS))
+                records.clear()
             if progress is not None and n % 500 == 0:
                 progress(500, None, "classifying")
     if progress is not None and n % 500:
         progress(n % 500, None, "classifying")
-    frame = pd.DataFrame.from_records(records, columns=CLASS_COLUMNS)
+    if records or not chunks:
+        chunks.append(pd.DataFrame.from_records(records, columns=CLASS_COLUMNS))
+        records.clear()
+    frame = chunks[0] if len(chunks) == 1 else pd.concat(chunks, ignore_index=True)
+    del chunks
     frame["overridden"] = False
     if overrides is not None:
         table = overrides if isinstance(overrides, pd.DataFrame) else load_overrides(overrides)

@@ -77,7 +77,8 @@ def _report(store: Any, protocol: str, out: Path, overrides: Path | None) -> Any
         phases.close()
     flow = result.flow.set_index("key")["n"]
     info(
-        f"{flow['hits']} records -> {flow['unique']} unique -> {flow['in_window']} in window -> "
+        f"{flow['hits']} records -> {flow['unique']} unique interventional -> "
+        f"{flow['in_window']} in window -> "
         f"[bold]{result.n_included} included[/] (data timestamp "
         f"{result.snapshot.get('data_timestamp') or 'unknown'})"
     )

@@ -33,6 +33,7 @@ import gc
 import hashlib
 import logging
 import os
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -177,7 +178,7 @@ def _ddl() -> list[str]:
 
 
 class _Batch:
-    """One batch of entries, already reduced to column lists.
+    """One batch of entries, already reduced to what the store writes.
 
     Each record is validated, canonicalised and normalized as it arrives and its parsed
     dict freed at once (holding a batch of dicts is what made memory grow with the input).
@@ -211,7 +212,8 @@ class _Batch:
         return len(self.ncts) + len(self.failures)
 
     def add(self, locator: str, record: RawRecord) -> None:
-        """Validate, canonicalise, hash and normalize one record (pure, no database)."""
+        """Validate, canonicalise and normalize one record (pure, no database); a record
+        that cannot be used becomes a failure (file, position, NCT id, reason)."""
         if record.error is not None or record.study is None:
             reason = record.error or "empty"
             self.failures.append(ImportFailure(record.path, record.position, None, reason))
@@ -248,21 +250,31 @@ class _Batch:
         return [content_hash(raw) for raw in self.raws]
 
     def child_table(
-        self, table: str, ncts: pa.Array, versions: pa.Array, keep: pa.Array | None
+        self, table: str, per_record: dict[str, pa.Array], keep: pa.Array | None
     ) -> pa.Table | None:
-        """Arrow table of one normalized table (``None`` when it has no rows)."""
+        """Arrow table of one normalized table (``None`` when it has no rows).
+
+        ``per_record`` columns (``nct_id``, ``version``, ...) hold one value per record and
+        are spread over that record's rows; ``keep`` (one flag per record) drops the rows
+        of records that are not stored.
+        """
         rows = self.tables[table]
         if not rows:
             return None
         schema = _ARROW_SCHEMAS[table]
         rec = pa.array(self.recs[table], pa.int64())
-        arrays = [ncts.take(rec), versions.take(rec)]
         # one C-level transpose of the batch's row tuples into columns
-        arrays += [
+        arrays = [
             pa.array(values, schema.field(i).type)
             for i, values in enumerate(zip(*rows, strict=True), 2)
         ]
-        result = pa.Table.from_arrays(arrays, schema=schema)
+        result = pa.Table.from_arrays(
+            [per_record["nct_id"].take(rec), per_record["version"].take(rec), *arrays],
+            schema=schema,
+        )
+        for name, values in per_record.items():
+            if name not in ("nct_id", "version"):
+                result = result.append_column(name, values.take(rec))
         if keep is not None:
             result = result.filter(keep.take(rec))
         return result
@@ -428,7 +440,12 @@ class Store:
 
             add = batch.add
             for record in records:
-                add(record.position, record)
+                # Zip members share positions ("line 1" in each): name the member too, so
+                # entries of different members are not taken for the same entry.
+                if record.path == source:
+                    add(record.position, record)
+                else:
+                    add(f"{_member(source, record.path)} {record.position}", record)
                 if len(batch) >= batch_size:
                     flush()
                     add = batch.add
@@ -594,6 +611,16 @@ class Store:
 
         if n_identical < n:
             counts["_changed"] = True
+            # A study stored for the first time, once in this batch, is current at once
+            # (unless an alias merge says otherwise, which _merge_aliases applies). Only
+            # studies with several versions need the window over their versions, whose
+            # UPDATE scans the whole table: per batch, that made imports quadratic.
+            stored = Counter(nct for nct, k in zip(ncts, kept, strict=True) if k)
+            current = [
+                o == "new" and stored[nct] == 1 for nct, o in zip(ncts, outcomes, strict=True)
+            ]
+            touched = {nct for nct, k, c in zip(ncts, kept, current, strict=True) if k and not c}
+            current_array = pa.array(current, pa.bool_())
             seq0 = _one(con.execute("SELECT coalesce(max(seq), 0) FROM study_versions"))[0]
             # raw is canonical UTF-8 JSON bytes: view them as strings without decoding.
             raw = pa.array(batch.raws, pa.binary()).view(pa.string())
@@ -604,6 +631,7 @@ class Store:
                     "last_update_posted": pa.array(batch.last_updates, pa.string()),
                     "version_holder": pa.array(batch.holders, pa.string()),
                     "raw": raw,
+                    "is_current": current_array,
                 }
             )
             if keep is not None:
@@ -615,15 +643,18 @@ class Store:
             try:
                 con.execute(
                     "INSERT INTO study_versions (nct_id, version, seq, snapshot_id, "
-                    "last_update_posted, version_holder, raw) SELECT nct_id, version, seq, "
-                    "?, last_update_posted, version_holder, raw FROM _new_versions",
+                    "last_update_posted, version_holder, raw, is_current) SELECT nct_id, "
+                    "version, seq, ?, last_update_posted, version_holder, raw, is_current "
+                    "FROM _new_versions",
                     [snapshot_id],
                 )
             finally:
                 con.unregister("_new_versions")
             del raw, version_table
+            per_record = {"nct_id": nct_array, "version": version_array}
             for table in TABLE_COLUMNS:
-                rows = batch.child_table(table, nct_array, version_array, keep)
+                extra = {"is_current": current_array} if table == "studies" else {}
+                rows = batch.child_table(table, {**per_record, **extra}, keep)
                 if rows is None or not rows.num_rows:
                     continue
                 view = f"_new_{table}"
@@ -637,8 +668,8 @@ class Store:
                 finally:
                     con.unregister(view)
             counts["alias_merged"] = self._merge_aliases()
-            touched = {nct for nct, k in zip(ncts, kept, strict=True) if k}
-            self._refresh_current(touched)
+            if touched:
+                self._refresh_current(touched)
 
         # Entries already logged (same file content / same harvest page) are not re-added.
         entries = pa.table(
@@ -993,6 +1024,11 @@ def _record_from_api(study: Any, source: str, page_no: int, index: int) -> RawRe
     if not isinstance(study, dict) or not isinstance(study.get("protocolSection"), dict):
         return RawRecord(source, position, error="not an API v2 study object")
     return RawRecord(source, position, study=study)
+
+
+def _member(source: str, path: str) -> str:
+    """``path`` relative to ``source`` (a zip member's name), or ``path`` itself."""
+    return path[len(source) + 1 :] if path.startswith(source + "!") else path
 
 
 def _add_counts(report: ImportReport, counts: dict[str, Any]) -> None:

@@ -91,18 +91,33 @@ class TextField(NamedTuple):
 
 
 class Hit(NamedTuple):
-    """A dictionary match in one field (a named tuple: records make dozens, see TextField)."""
+    """A dictionary match in one field (a named tuple: records make dozens, see TextField).
+
+    ``negated`` is None while not yet decided: :class:`StudyText` decides it only for the hits
+    a rule asks for (fewer than half of them), from ``scanned`` (the lower-cased text that was
+    scanned, all fields joined) and ``offset`` (where this field starts in it). Hits handed out
+    by :meth:`StudyText.find` and :meth:`Lexicon.scan` always have it decided.
+    """
 
     dictionary: str
     label: str
     kind: str
     path: str
     source: str
-    negated: bool
+    negated: bool | None
     placebo: bool
     start: int
     end: int
     confidence: float = 0.5  # rank of the field kind (FIELD_CONFIDENCE)
+    scanned: str = ""
+    offset: int = 0
+
+    def decided(self) -> Hit:
+        """This hit with ``negated`` decided (itself when it already is)."""
+        if self.negated is not None:
+            return self
+        negated = is_negated(self.scanned, self.offset + self.start, self.offset + self.end)
+        return _new_tuple(Hit, (*self[:5], negated, *self[6:]))  # type: ignore[no-any-return]
 
     @property
     def matched(self) -> str:
@@ -298,6 +313,43 @@ def trie_regex(terms: Iterable[str]) -> str:
     return emit(trie) if trie else ""
 
 
+_REGEX_META = set("\\.^$*+?{}[]|()")
+
+
+def _literal_prefix(pattern: str) -> str:
+    """Literal text every match of ``pattern`` starts with ("" when unsure).
+
+    Conservative: the run of plain characters before the first regex metacharacter, less its
+    last character when a quantifier follows, and nothing at all when the pattern has a
+    top-level alternation (``a|b`` need not start with ``a``).
+    """
+    depth = 0
+    in_class = escaped = False
+    for ch in pattern:
+        if escaped:
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif in_class:
+            in_class = ch != "]"
+        elif ch == "[":
+            in_class = True
+        elif ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        elif ch == "|" and depth == 0:
+            return ""
+    run = ""
+    for i, ch in enumerate(pattern):
+        if ch in _REGEX_META:
+            if ch in "?*{":
+                run = run[:-1]
+            break
+        run = pattern[: i + 1]
+    return run
+
+
 def _key(text: str) -> str:
     return _SEP_RE.sub("", text.lower())
 
@@ -361,6 +413,9 @@ class Lexicon:
         # Patterns run one by one: in one alternation they would defeat re's literal-prefix
         # search. Write them to start with a literal character where possible.
         self._pattern_rx = [(d, label, re.compile(p)) for d, label, p in self._patterns]
+        # a pattern's leading literal text: absent from a text (a fast ``in`` test), the
+        # pattern cannot match there, and its slower ``finditer`` is skipped
+        self._pattern_prefix = [_literal_prefix(p) for _, _, p in self._patterns]
 
     def _inherit_nested(self) -> None:
         """Give a long term the owners of the shorter terms of *other* dictionaries inside it.
@@ -399,7 +454,9 @@ class Lexicon:
                 owners = self._owners[matched] = self._literal.get(_key(matched), [])
             for d, label in owners:
                 yield d, label, start, end, lower
-        for d, label, rx in self._pattern_rx:
+        for (d, label, rx), prefix in zip(self._pattern_rx, self._pattern_prefix, strict=True):
+            if prefix and prefix not in lower:
+                continue
             for m in rx.finditer(lower):
                 yield d, label, m.start(), m.end(), lower
 
@@ -418,12 +475,14 @@ class Lexicon:
             start = m.start() + 1
             yield m.group()[1:], start, m.end()
 
-    def scan(self, fields: Iterable[TextField]) -> list[Hit]:
+    def scan(self, fields: Iterable[TextField], *, lazy: bool = False) -> list[Hit]:
         """Hits over study fields, each with its field, evidence snippet and negation flag.
 
         All fields are joined (blank-line separated, which also ends any sentence for the
         negation check) and scanned in one pass: a record has dozens of short fields, and one
-        long ``finditer`` costs far less than many short ones.
+        long ``finditer`` costs far less than many short ones. ``lazy`` leaves ``negated``
+        undecided (None; see :meth:`Hit.decided`): the negation check costs as much as the
+        scan itself, and most hits are never asked for.
         """
         fields = list(fields)
         if not fields:
@@ -431,7 +490,7 @@ class Lexicon:
         joined = "\n\n".join(f.text for f in fields)
         lower = joined.lower()
         if len(lower) != len(joined):  # case folding changed lengths: scan field by field
-            return [h for f in fields for h in self._scan_one(f)]
+            return [h for f in fields for h in self._scan_one(f)]  # (never lazy: rare)
         offsets = []
         position = 0
         for f in fields:
@@ -456,11 +515,13 @@ class Lexicon:
                         field.kind,
                         field.path,
                         field.text,
-                        is_negated(lower, start, end),
+                        None if lazy else is_negated(lower, start, end),
                         field.placebo,
                         start - base,
                         end - base,
                         ranks[i],
+                        lower,
+                        base,
                     ),
                 )
             )
@@ -510,6 +571,7 @@ class StudyText:
         self._lexicon = lexicon
         self._fields: list[TextField] | None = None
         self._pending: list[TextField] = []
+        #: every hit so far, in scan order (``negated`` may be undecided: see Hit.decided)
         self.hits: list[Hit] = []
         self._by_dict: dict[str, list[Hit]] = {}
 
@@ -532,7 +594,7 @@ class StudyText:
             return
         todo = [f for f in self._pending if kinds is None or f.kind in kinds]
         if todo:
-            new = self._lexicon.scan(todo)
+            new = self._lexicon.scan(todo, lazy=True)
             self.hits.extend(new)
             for hit in new:
                 self._by_dict.setdefault(hit.dictionary, []).append(hit)
@@ -555,12 +617,25 @@ class StudyText:
         """Hits of ``dictionary`` in fields of the given kinds, best-ranked fields first."""
         allowed = set(kinds) if kinds is not None else None
         self._ensure(allowed)
-        out = [
-            h
-            for h in self._by_dict.get(dictionary, ())
-            if (allowed is None or h.kind in allowed)
-            and (include_negated or not h.negated)
-            and (include_placebo or not h.placebo)
-        ]
+        found = self._by_dict.get(dictionary)
+        if not found:
+            return []
+        out = []
+        for i, h in enumerate(found):
+            if (allowed is not None and h.kind not in allowed) or (
+                not include_placebo and h.placebo
+            ):
+                continue
+            if h.negated is None:  # decide once, keep the decided hit
+                h = found[i] = h.decided()
+            if include_negated or not h.negated:
+                out.append(h)
         out.sort(key=_by_confidence, reverse=True)
         return out
+
+    def scanned(self, dictionaries: Iterable[str]) -> list[Hit]:
+        """Hits of these dictionaries in the fields scanned so far (scans nothing new).
+
+        ``negated`` may be undecided (None): call :meth:`Hit.decided` on the ones you keep.
+        """
+        return [h for d in dictionaries for h in self._by_dict.get(d, ())]
