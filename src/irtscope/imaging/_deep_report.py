@@ -149,6 +149,10 @@ def _radiomics_frame(manifest: pd.DataFrame, features: pd.DataFrame) -> pd.DataF
     return manifest.merge(features[keep], on="lesion_id", how="inner", validate="one_to_one")
 
 
+#: inner folds of the radiomics forest's leaf-size tuning (as in ``imaging evaluate``)
+_INNER_SPLITS = 3
+
+
 def run_deep_study(
     manifest: pd.DataFrame,
     features: pd.DataFrame | None = None,
@@ -261,10 +265,11 @@ def run_deep_study(
         rad_ext = rad[rad["cohort"] != dev_cohort].reset_index(drop=True)
         # The same radiomics model as ``irtscope imaging evaluate``: the forest with its
         # leaf size tuned by patient-grouped inner folds (nested CV), so both reports agree.
-        model = make_tuned(
-            make_radiomics_classifier(radiomics=columns, random_state=random_state),
-            random_state=random_state,
-        )
+        # Tuning needs both classes in every inner fold; a tiny cohort keeps the plain forest.
+        model = make_radiomics_classifier(radiomics=columns, random_state=random_state)
+        y_patient = rad_dev.groupby("patient_id")[label].max()
+        if min(int(y_patient.sum()), int((y_patient == 0).sum())) >= 2 * _INNER_SPLITS:
+            model = make_tuned(model, inner_splits=_INNER_SPLITS, random_state=random_state)
         tic = time.perf_counter()
         # the same grouped_splits(y, groups, n_splits, random_state) as the CNN folds above
         oof = grouped_cv_predict(
@@ -273,9 +278,8 @@ def run_deep_study(
         )
         values = dict(zip(rad_dev["lesion_id"], oof, strict=True))
         if len(rad_ext):
-            model.fit(
-                rad_dev, rad_dev[label].to_numpy().astype(int), groups=rad_dev["patient_id"]
-            )
+            fit_params = {"groups": rad_dev["patient_id"]} if hasattr(model, "cv") else {}
+            model.fit(rad_dev, rad_dev[label].to_numpy().astype(int), **fit_params)
             values.update(
                 zip(rad_ext["lesion_id"], model.predict_proba(rad_ext)[:, 1], strict=True)
             )

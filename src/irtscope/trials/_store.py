@@ -192,6 +192,7 @@ class _Batch:
         "holders",
         "last_updates",
         "locators",
+        "members",
         "ncts",
         "raws",
         "recs",
@@ -205,6 +206,8 @@ class _Batch:
         self.holders: list[str | None] = []
         self.raws: list[bytes] = []
         self.failures: list[ImportFailure] = []
+        #: set when a record comes from a member of the source (zip), whose positions repeat
+        self.members = False
         self.tables: dict[str, list[tuple[Any, ...]]] = {table: [] for table in TABLE_COLUMNS}
         self.recs: dict[str, list[int]] = {table: [] for table in TABLE_COLUMNS}
 
@@ -411,6 +414,12 @@ class Store:
         con = self.con
         restore = self._bulk_settings()
         snapshot_id = self._new_snapshot(kind, source, None, "importing")
+        # Content never imported before: its entries cannot be logged yet, and positions
+        # within one file are unique, so batches of its own records skip the check for
+        # logged entries (a join with every stored entry, slower with each batch).
+        first_time = not _one(
+            con.execute("SELECT EXISTS (SELECT 1 FROM entries WHERE origin = ?)", [origin])
+        )[0]
         changed = False
         newest: str | None = None
         # Parsed records are many small dicts that are never cyclic; the cyclic GC
@@ -424,7 +433,15 @@ class Store:
                 nonlocal changed, newest, batch
                 con.execute("BEGIN")
                 try:
-                    counts = self._ingest_batch(batch, snapshot_id, origin, source, None, None)
+                    counts = self._ingest_batch(
+                        batch,
+                        snapshot_id,
+                        origin,
+                        source,
+                        None,
+                        None,
+                        unlogged=first_time and not batch.members,
+                    )
                     con.execute("COMMIT")
                 except BaseException:
                     con.execute("ROLLBACK")
@@ -445,6 +462,7 @@ class Store:
                 if record.path == source:
                     add(record.position, record)
                 else:
+                    batch.members = True
                     add(f"{_member(source, record.path)} {record.position}", record)
                 if len(batch) >= batch_size:
                     flush()
@@ -556,8 +574,11 @@ class Store:
         source: str,
         query_key: str | None,
         query_name: str | None,
+        unlogged: bool = False,
     ) -> dict[str, Any]:
         """Insert one prepared batch inside the caller's transaction; return counts.
+
+        ``unlogged``: the caller knows none of these entries can be logged already.
 
         Set-based throughout: one query finds which (NCT id, version) pairs and NCT ids are
         already stored, then each table gets one Arrow table and one ``INSERT``.
@@ -688,12 +709,15 @@ class Store:
         )
         con.register("_new_entries", entries)
         try:
-            added = _one(
-                con.execute(
-                    "INSERT INTO entries SELECT n.* FROM _new_entries n ANTI JOIN entries e "
-                    "ON e.origin = n.origin AND e.locator = n.locator"
-                )
-            )[0]
+            if unlogged:
+                added = _one(con.execute("INSERT INTO entries SELECT * FROM _new_entries"))[0]
+            else:
+                added = _one(
+                    con.execute(
+                        "INSERT INTO entries SELECT n.* FROM _new_entries n ANTI JOIN entries e "
+                        "ON e.origin = n.origin AND e.locator = n.locator"
+                    )
+                )[0]
         finally:
             con.unregister("_new_entries")
         if added:
