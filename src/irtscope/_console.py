@@ -42,7 +42,8 @@ def is_quiet() -> bool:
 def info(message: str) -> None:
     """Print an informational line to stdout unless ``--quiet``."""
     if not _state["quiet"]:
-        out_console.print(message)
+        # soft_wrap: long lines (paths, counts) stay whole when piped into a file or script
+        out_console.print(message, soft_wrap=True)
 
 
 @contextmanager

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from irtscope import __version__
 from irtscope._console import err_console, set_quiet
@@ -62,5 +63,8 @@ def main() -> None:
     try:
         app()
     except IrtscopeError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        # the message may quote registry or manifest text: never interpret it as Rich markup
+        err_console.print(
+            "[bold red]error:[/] " + escape(str(exc)), highlight=False, soft_wrap=True
+        )
         raise SystemExit(1) from None

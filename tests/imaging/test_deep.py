@@ -105,7 +105,7 @@ def test_patch_is_centred_windowed_and_padded_with_air(cohort: pd.DataFrame) -> 
     row = cohort.iloc[1]
     img = sitk.ReadImage(row["image_path"])
     msk = sitk.ReadImage(row["mask_path"])
-    settings = PatchSettings(size=32, spacing_mm=2.0)
+    settings = PatchSettings(size=32, spacing_mm=2.0, pad="air")
     patch = extract_patch(img, msk, settings)
     assert patch.shape == (2, 32, 32, 32)
     assert patch.dtype == np.float32
@@ -115,6 +115,31 @@ def test_patch_is_centred_windowed_and_padded_with_air(cohort: pd.DataFrame) -> 
     np.testing.assert_allclose(com, [15.5, 15.5, 15.5], atol=1.0)
     # a 64 mm field of view overhangs the 48 mm scan in z: padding is air (0 after window)
     assert patch[0, 0].max() == 0.0
+
+
+def test_patch_overhang_repeats_the_scan_edge_by_default(cohort: pd.DataFrame) -> None:
+    """Outside the scan the default patch continues the nearest voxel instead of a black slab
+    of air (which the CNN could learn as a cohort-dependent shortcut)."""
+    row = cohort.iloc[1]
+    msk = sitk.ReadImage(row["mask_path"])
+    # an image whose value depends on z only: 16 slices from -900 to 0 HU
+    ramp = np.broadcast_to(np.linspace(-900, 0, 16)[:, None, None], (16, 32, 32))
+    img = sitk.GetImageFromArray(ramp.astype(np.float32))
+    img.CopyInformation(msk)
+    edge = extract_patch(img, msk, PatchSettings(size=32, spacing_mm=2.0))
+    air = extract_patch(img, msk, PatchSettings(size=32, spacing_mm=2.0, pad="air"))
+    window = lambda hu: (hu + 1000.0) / 1400.0  # noqa: E731
+    # the first patch slices lie below the scan: air-padded they are 0, edge-padded they
+    # repeat the first slice (-900 HU)
+    assert air[0, 0].max() == 0.0
+    np.testing.assert_allclose(edge[0, 0], window(-900.0), atol=1e-5)
+    np.testing.assert_allclose(edge[0, -1], window(0.0), atol=1e-5)
+    np.testing.assert_array_equal(edge[1], air[1])  # the mask channel is the same
+    inside = np.abs(air[0] - edge[0]) < 1e-5
+    assert 0.2 < inside.mean() < 1.0  # the two agree inside the scan, differ only outside
+    # a patch that fits inside the scan is the same either way
+    small = [PatchSettings(size=8, spacing_mm=1.5, pad=p) for p in ("edge", "air")]
+    np.testing.assert_array_equal(*(extract_patch(img, msk, s) for s in small))
 
 
 def test_patch_without_mask_channel_and_empty_mask(cohort: pd.DataFrame) -> None:
@@ -305,6 +330,8 @@ def test_train_deep_cli_on_simulated_cohorts(tmp_path: Path) -> None:
     assert comparison["delong_p_deep_vs_radiomics"].between(0, 1).all()
     scores = pd.read_csv(out / "deep_scores.csv")
     assert scores["deep"].notna().all()
+    assert scores["data"].eq("SIMULATED").all() and comparison["data"].eq("SIMULATED").all()
+    assert "SIMULATED data" in result.output
     section = (out / "deep_section.html").read_text(encoding="utf-8")
     assert "SIMULATED DATA" in section and "data:image/png;base64," in section
     from irtscope.imaging._deep_report import deep_section_from_outputs
@@ -340,5 +367,98 @@ def test_saliency_maps_and_figure(patches: np.ndarray, cohort: pd.DataFrame, met
     maps = saliency_maps(trained, patches[chosen], method=method)
     assert maps.shape == (2, 16, 16, 16)
     assert maps.min() >= 0.0 and maps.max() <= 1.0
-    fig = saliency_figure(patches[chosen], maps, ["a", "b"], spacing_mm=3.0)
+    fig = saliency_figure(patches[chosen], maps, ["a", "b"], spacing_mm=3.0, suptitle="SIMULATED")
+    assert fig.get_suptitle() == "SIMULATED"
     assert len(fig.axes) == 6
+
+
+class _SpyCNN:
+    """Stand-in CNN whose score names the model, so a test can tell who saw which patient."""
+
+    trained_on: dict[float, frozenset[str]] = {}  # noqa: RUF012 - test registry
+
+    def __init__(self, config=None, device="cpu", random_state=None, cache_dir=None) -> None:
+        self.config, self.device = config, device
+        self.random_state, self.cache_dir = random_state, cache_dir
+
+    def get_params(self, deep: bool = True) -> dict:
+        return {"config": self.config, "device": self.device,
+                "random_state": self.random_state, "cache_dir": self.cache_dir}
+
+    def fit(self, X, y, groups=None) -> _SpyCNN:
+        from types import SimpleNamespace
+
+        self.classes_ = np.array([0, 1])
+        self.code_ = 0.1 + 0.001 * len(self.trained_on)
+        self.trained_on[self.code_] = frozenset(map(str, groups))
+        self.history_, self.trained_ = [], SimpleNamespace(device="cpu")
+        return self
+
+    def predict_proba(self, X) -> np.ndarray:
+        p = np.full(len(X), self.code_)
+        return np.column_stack([1 - p, p])
+
+
+def test_late_fusion_cv_never_trains_on_scores_from_models_that_saw_the_test_fold(
+    cohort: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Leak check: the combiner of an outer fold must not see CNN scores from models that were
+    trained on that fold's test patients (reusing the outer-CV scores does exactly that)."""
+    import irtscope.imaging._deep_report as deep_report
+    from irtscope.imaging._deep_report import run_deep_study
+
+    _SpyCNN.trained_on.clear()
+    monkeypatch.setattr(deep_report, "LesionCNNClassifier", _SpyCNN)
+    seen: list[tuple[set[str], pd.DataFrame]] = []
+    original_fit = LateFusionClassifier.fit
+
+    def spy_fit(self, X, y):
+        seen.append((set(map(str, X["patient_id"])), X[["patient_id", "deep_score"]].copy()))
+        return original_fit(self, X, y)
+
+    monkeypatch.setattr(LateFusionClassifier, "fit", spy_fit)
+    rng = np.random.default_rng(0)
+    features = cohort[["lesion_id"]].assign(
+        original_firstorder_Mean=rng.normal(size=len(cohort)) + cohort["pd"],
+        original_shape_Sphericity=rng.normal(size=len(cohort)),
+    )
+    result = run_deep_study(
+        cohort, features, TINY, dev_cohort="TEST-SIM", device="cpu", n_splits=3, n_boot=10,
+        n_saliency=0,
+    )
+    assert result.scores["fusion"].between(0, 1).all()
+    everyone = set(cohort["patient_id"])
+    internal = [(train, x) for train, x in seen if train != everyone]
+    assert len(internal) == 3  # one combiner per outer fold (+ the final fit on everyone)
+    for train_patients, x in internal:
+        test_patients = everyone - train_patients
+        for code in x["deep_score"]:
+            assert not (_SpyCNN.trained_on[code] & test_patients), "combiner saw a leaky score"
+    assert result.simulated
+
+
+def test_train_deep_cli_bad_inputs_are_one_line_errors(
+    cohort: pd.DataFrame, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    from irtscope.cli import main
+
+    manifest = tmp_path / "manifest.csv"
+    pdl1 = cohort.groupby("patient_id")["pdl1"].transform("first")  # patient-level column
+    cohort.assign(pdl1=pdl1).to_csv(manifest, index=False)
+    bad_yaml = tmp_path / "deep.yaml"
+    bad_yaml.write_text("preset: small\nepochz: 3\n", encoding="utf-8")
+    base = ["irtscope", "--quiet", "imaging", "train-deep", "--manifest", str(manifest),
+            "--out", str(tmp_path / "out"), "--dev-cohort", "TEST-SIM"]
+    cases = [
+        (["--features", str(tmp_path / "nope.parquet")], "features table"),
+        (["--config", str(bad_yaml)], "deep.yaml"),
+        (["--config", "huge"], "neither a preset"),
+    ]
+    for extra, expected in cases:
+        monkeypatch.setattr("sys.argv", [*base, *extra])
+        with pytest.raises(SystemExit) as exit_info:
+            main()
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 1 and expected in err and "Traceback" not in err
+        assert err.startswith("error:")
+    assert not (tmp_path / "out" / "lesion_cnn.pt").exists()  # nothing was trained

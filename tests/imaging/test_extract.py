@@ -204,3 +204,57 @@ def test_interrupted_run_resumes(lung_dir: Path, tmp_path: Path) -> None:
     resumed = extract_features(manifest, "ibsi-a", cache_dir=tmp_path / "cache")
     assert (resumed.n_cached, resumed.n_computed) == (1, 1)
     assert list(resumed.features["lesion_id"]) == ["L1", "L2"]
+
+
+def _run_main(monkeypatch: pytest.MonkeyPatch, args: list[str]) -> int:
+    """Run the console-script entry point (the one that turns IrtscopeError into one line)."""
+    from irtscope.cli import main
+
+    monkeypatch.setattr("sys.argv", ["irtscope", *args])
+    try:
+        main()
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
+def test_cli_extract_keeps_good_lesions_when_rows_are_bad(
+    lung_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """A missing file is one failed lesion, not a rejected manifest; the run keeps the rest."""
+    image = sitk.ReadImage(str(lung_dir / "lung1_image.nrrd"))
+    mask = sitk.GetArrayFromImage(sitk.ReadImage(str(lung_dir / "lung1_label.nrrd")))
+    empty = _save_like(image, np.zeros_like(mask), tmp_path / "empty.nrrd")
+    grid = _save_like(image, mask, tmp_path / "other_grid.nrrd", spacing=(1.0, 1.0, 5.0))
+    lung1 = str(lung_dir / "lung1_image.nrrd")
+    broken = [
+        {"patient_id": "P3", "lesion_id": "GONE[/x]", "cohort": "x",
+         "image_path": str(tmp_path / "nowhere.nrrd"), "mask_path": empty},
+        {"patient_id": "P4", "lesion_id": "EMPTY", "cohort": "x", "image_path": lung1,
+         "mask_path": empty},
+        {"patient_id": "P5", "lesion_id": "GRID", "cohort": "x", "image_path": lung1,
+         "mask_path": grid},
+    ]
+    manifest = _manifest(lung_dir, tmp_path, broken)
+    out = tmp_path / "out"
+    code = _run_main(monkeypatch, ["imaging", "extract", "--manifest", str(manifest),
+                                   "--out", str(out)])
+    printed = " ".join(capsys.readouterr().out.split())  # undo the console's line wrapping
+    assert code == 0
+    assert list(pd.read_parquet(out / "features.parquet")["lesion_id"]) == ["L1", "L2"]
+    failures = pd.read_csv(out / "failures.csv").set_index("lesion_id")["error"]
+    assert list(failures.index) == ["GONE[/x]", "EMPTY", "GRID"]
+    for lesion, error in failures.items():
+        assert f"lesion {lesion!r}" in error and "\n" not in error
+    assert "nowhere.nrrd" in failures["GONE[/x]"]
+    assert "failed: DataError: lesion 'GONE[/x]'" in printed  # markup-like ids print verbatim
+
+    # nothing extracted at all: exit code 1 and one error line
+    only_bad = tmp_path / "bad" / "manifest.csv"
+    only_bad.parent.mkdir()
+    pd.read_csv(manifest).iloc[2:].to_csv(only_bad, index=False)
+    code = _run_main(monkeypatch, ["--quiet", "imaging", "extract", "--manifest", str(only_bad),
+                                   "--out", str(tmp_path / "out_bad")])
+    err = capsys.readouterr().err
+    assert code == 1 and "no lesion" in err and "3 failed" in err
+    assert (tmp_path / "out_bad" / "failures.csv").is_file()

@@ -173,3 +173,16 @@ def test_empty_manifest(tmp_path: Path) -> None:
     path.write_text("patient_id,lesion_id,cohort,image_path,mask_path\n")
     with pytest.raises(DataError, match="no rows"):
         load_manifest(path)
+
+
+def test_patient_level_mismatch_message_shows_plain_values(tmp_path: Path) -> None:
+    import numpy as np
+
+    frame = pd.DataFrame({
+        "patient_id": ["P1", "P1"], "lesion_id": ["L1", "L2"], "cohort": ["c", "c"],
+        "image_path": ["a.nii", "a.nii"], "mask_path": ["m.nii", "m.nii"],
+        "pdl1": np.array([36.5, 85.0]),
+    })
+    with pytest.raises(DataError, match=r"has 85\.0 here but 36\.5 in row 1") as info:
+        validate_manifest(frame, tmp_path, check_files=False)
+    assert "np.float64" not in str(info.value)

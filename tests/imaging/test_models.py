@@ -227,3 +227,82 @@ def test_harmonise_by_scanner_column(frame: pd.DataFrame) -> None:
     )
     assert result.settings["batch_column"] == "scanner"
     assert result.table["estimate"].notna().all() and len(result.table) == 3
+
+
+def test_nested_tuning_is_skipped_with_a_note_when_the_cohort_is_too_small(
+    frame: pd.DataFrame,
+) -> None:
+    # 8 development patients, 3 outer x 3 inner folds: inner folds would hold one patient or
+    # one class; scikit-learn then warns (errors here) and sksurv raises "Need a minimum of
+    # two samples" deep inside GridSearchCV.
+    dev = frame[frame.cohort == "DEV"]
+    small = frame[frame.patient_id.isin(dev.patient_id.unique()[:8]) | (frame.cohort != "DEV")]
+    result = internal_external_table(
+        small, development="DEV", tasks=("pd", "os"), harmonize=(False,), n_estimators=10,
+        n_boot=10, n_splits=3, tune=True, random_state=0,
+    )
+    assert result.table["tuning"].str.startswith("skipped: ").all()
+    assert result.table["tuning"].str.contains("nested 3-fold tuning needs about").all()
+    big = internal_external_table(
+        frame, development="DEV", tasks=("pd",), harmonize=(False,), n_estimators=10,
+        n_boot=10, n_splits=3, tune=True, random_state=0,
+    )
+    assert big.table["tuning"].eq("nested").all()
+
+
+def test_a_model_that_cannot_be_fitted_is_one_clear_error(
+    frame: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import irtscope.imaging._validation as validation
+
+    def fail(*args, **kwargs):
+        raise ValueError("Need a minimum of two samples")  # what sksurv says on a tiny fold
+
+    monkeypatch.setattr(validation, "grouped_cv_predict", fail)
+    with pytest.raises(DataError, match=r"overall survival.*'DEV' \(40 patients.*two samples"):
+        internal_external_table(
+            frame, development="DEV", tasks=("os",), harmonize=(False,), n_estimators=10,
+            n_boot=10, n_splits=3, tune=False, random_state=0,
+        )
+
+
+def test_report_escapes_cohort_names_and_lesion_ids(tmp_path: Path) -> None:
+    """Cohort names and lesion ids come from the user's manifest: they must never become HTML."""
+    evil = "<script>alert(1)</script>"
+    frame = lesion_frame()
+    frame["cohort"] = frame["cohort"].replace({"EXT1": evil, "DEV": "DEV<b>"})
+    frame["lesion_id"] = frame["lesion_id"] + "<i>"
+    result = internal_external_table(
+        frame, development="DEV<b>", tasks=("pd",), harmonize=(False,), n_estimators=10,
+        n_boot=10, n_splits=3, tune=False, random_state=0,
+    )
+    files = write_imaging_report(result, tmp_path)
+    html = files.html.read_text(encoding="utf-8")
+    assert "<script>" not in html and "DEV<b>" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "DEV&lt;b&gt;" in html
+    # every figure caption says SIMULATED (captions get copied without the page banner)
+    captions = html.split("<figcaption>")[1:]
+    assert captions and all(c.startswith("SIMULATED data.") for c in captions)
+    assert pd.read_csv(files.predictions_csv)["data"].eq("SIMULATED").all()
+
+
+def test_deep_section_escapes_cohort_names() -> None:
+    from irtscope.imaging._deep import DeepConfig
+    from irtscope.imaging._deep_report import _section, comparison_table
+
+    rng = np.random.default_rng(0)
+    y = np.tile([0, 1], 20)
+    scores = pd.DataFrame({
+        "cohort": ["<img src=x onerror=alert(1)>"] * 40, "evaluation": "external",
+        "patient_id": np.repeat(np.arange(20), 2), "pd": y,
+        "radiomics": rng.uniform(size=40), "deep": y * 0.3 + rng.uniform(size=40),
+    })
+    section = _section(
+        comparison=comparison_table(scores, n_boot=10), config=DeepConfig.preset("small"),
+        settings={"n_splits": 5, "n_boot": 10}, timings={}, best_epoch=1, n_failures=0,
+        simulated=True, dev_cohort="DEV<script>", figures=[],
+    )
+    html = str(section["html"])
+    assert "<img" not in html and "<script>" not in html
+    assert "&lt;img src=x onerror=alert(1)&gt;" in html and "DEV&lt;script&gt;" in html
+    assert "SIMULATED" in section["title"] and "SIMULATED DATA" in html

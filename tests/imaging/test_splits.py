@@ -112,3 +112,43 @@ def test_survival_target_stratifies_by_event() -> None:
     for train, test in grouped_splits(y, groups, n_splits=5, random_state=0):
         assert 3 <= event[test].sum() <= 9  # ~6 events per fold
         assert not set(groups[train]) & set(groups[test])
+
+
+def test_combat_is_fitted_on_training_patients_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ComBat lives inside the pipeline: every fit (outer folds and nested tuning) sees only
+    training patients, never the patients it will then score (nor everyone at once)."""
+    from irtscope.imaging._models import make_radiomics_classifier, make_tuned
+    from irtscope.imaging._preprocess import ComBatHarmonizer
+
+    fits: list[frozenset] = []
+    original = ComBatHarmonizer.fit
+
+    def spy(self, X, y=None):
+        fits.append(frozenset(X.index))
+        return original(self, X, y)
+
+    monkeypatch.setattr(ComBatHarmonizer, "fit", spy)
+    X, y = _lesions(3)
+    rng = np.random.default_rng(3)
+    X = X.assign(
+        original_firstorder_a=X["x"] + rng.normal(size=len(X)),
+        original_firstorder_b=rng.normal(size=len(X)),
+        cohort=np.where(rng.uniform(size=len(X)) < 0.5, "A", "B"),
+    )
+    model = make_radiomics_classifier(
+        ["original_firstorder_a", "original_firstorder_b"], harmonize=True, n_estimators=5,
+        random_state=0,
+    )
+    search = make_tuned(model, {"model__min_samples_leaf": [1, 3]}, inner_splits=2,
+                        random_state=0)
+    groups = X.index.to_numpy()
+    grouped_cv_predict(search, X, y, groups, n_splits=3, random_state=0)
+    folds = grouped_splits(y, groups, n_splits=3, random_state=0)
+    assert len(fits) == 3 * (2 * 2 + 1)  # per outer fold: 2 candidates x 2 inner + refit
+    everyone = frozenset(groups)
+    for fitted in fits:
+        assert fitted != everyone
+        assert any(
+            fitted <= set(groups[train]) and not fitted & set(groups[test])
+            for train, test in folds
+        ), "ComBat was fitted on patients of a test fold"

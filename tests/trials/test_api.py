@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
+import yaml
 from ctgov_server import FakeCtgov
 from typer.testing import CliRunner
 
@@ -248,3 +249,46 @@ def test_live_registry_count_and_first_page() -> None:  # pragma: no cover - nee
         page = client.page(query, page_size=5)
         assert total is not None and total >= len(page["studies"]) > 0
         assert client.version().get("dataTimestamp")
+
+
+def _fetch_args(db: Path, server: FakeCtgov, *extra: str) -> list[str]:
+    return [
+        "trials", "fetch", "--db", str(db), *extra,
+        "--base-url", server.base_url, "--rate-limit", "0", "--page-size", "50",
+    ]  # fmt: skip
+
+
+def test_cli_fetch_protocol_harvests_its_queries(records: list[dict], tmp_path: Path) -> None:
+    from irtscope.trials import load_protocol
+
+    preset = load_protocol("nsclc-irt")
+    data = yaml.safe_load((Path(str(preset.base_dir)) / "nsclc-irt.yaml").read_text("utf-8"))
+    data["queries"] = [q.model_dump(exclude_defaults=True) for q in QUERIES[:2]]
+    custom = tmp_path / "custom.yaml"
+    custom.write_text(yaml.safe_dump(data), encoding="utf-8")
+    db = tmp_path / "p.duckdb"
+    with FakeCtgov(records) as server:
+        result = CliRunner().invoke(
+            app, _fetch_args(db, server, "--protocol", str(custom), "--intr", "pembrolizumab",
+                             "--name", "pembrolizumab"),
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        expected = {(nct, q.name) for q in QUERIES[:3] for nct in server.expected(q.params())}
+        # the preset by name sends exactly its own queries (their names are the provenance)
+        preset_db = tmp_path / "preset.duckdb"
+        result = CliRunner().invoke(app, _fetch_args(preset_db, server, "--protocol", "nsclc-irt"))
+        assert result.exit_code == 0, result.output
+        sent = [e["params"].items() for e in server.log if e["path"].endswith("/studies")]
+    with Store(db) as store:
+        assert _provenance(store) == expected
+    with Store(preset_db) as store:
+        names = {
+            name for (name,) in store.con.execute("SELECT name FROM harvest_queries").fetchall()
+        }
+    assert names == {q.name for q in preset.queries}
+    for q in preset.queries:
+        assert any(q.params().items() <= s for s in sent), q.name
+    for args in (["--protocol", "no-such-protocol"], []):
+        result = CliRunner().invoke(app, ["trials", "fetch", "--db", str(db), *args])
+        assert result.exit_code != 0
+        assert "protocol" in str(result.exception) or "protocol" in result.output

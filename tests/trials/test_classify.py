@@ -227,6 +227,37 @@ def test_region_tie_goes_to_first_site_and_missing() -> None:
         ),
         (["NSCLC"], "Locally advanced NSCLC", "", "III"),
         (["NSCLC"], "Chemo for non-metastatic NSCLC", "", "not reported"),
+        # NCT07050056: a vague title/condition phrase yields to the explicit eligible range
+        (
+            ["Resectable NSCLC"],
+            "Tislelizumab Combined With Thoracic Radiotherapy as Neoadjuvant Therapy for "
+            "Resectable NSCLC",
+            "Inclusion Criteria:\n* Previously untreated, histologically confirmed resectable "
+            "stage IB-IIIA NSCLC (AJCC 9th edition staging);",
+            "I-III",
+        ),
+        # sub-stage letter lists, parentheticals and bare spaces inside one stage mention
+        # (NCT04646330, NCT05693090, NCT04736173)
+        (
+            ["NSCLC"],
+            "AK104",
+            "* cytologically-confirmed diagnosis of StageIIIB/C or IV NSCLC.",
+            "III-IV",
+        ),
+        (
+            ["NSCLC"],
+            "Tipifarnib",
+            "* confirmed stage IIIB (locally-advanced) or IV (metastatic) adenocarcinoma",
+            "III-IV",
+        ),
+        (
+            ["NSCLC"],
+            "Domvanalimab",
+            "* locally advanced or metastatic (stage IIIB IV per AJCC version 8)",
+            "III-IV",
+        ),
+        # a word in a parenthetical is not a stage ("(metastatic)" holds no stage "ic")
+        (["NSCLC"], "X", "* stage IV (metastatic) NSCLC", "IV"),
     ],
 )
 def test_stage(conditions: list[str], title: str, eligibility: str, expected: str) -> None:
@@ -289,6 +320,10 @@ def test_structured_fields_outrank_summary() -> None:
         ("Proton beam therapy 60 Gy(RBE)", ["proton/heavy-ion therapy"], []),
         ("Accelerated hyperfractionated radiotherapy 45 Gy twice daily", [], ["hyperfractionated"]),
         ("MR-guided adaptive radiotherapy", ["image-guided RT"], []),
+        # a hyperfractionated schedule read from its numbers alone (1.5 Gy per fraction)
+        ("Thoracic radiotherapy 45 Gy in 30 fractions, twice daily", [], ["hyperfractionated"]),
+        ("Concurrent chemoradiotherapy 60 Gy in 30 fractions", [], []),
+        ("Radiotherapy 50.4 Gy in 28 fractions of 1.8 Gy", [], []),
     ],
 )
 def test_radiotherapy_categories(text: str, technology: list[str], dose: list[str]) -> None:

@@ -142,6 +142,12 @@ def test_explain(report) -> None:
 
     with pytest.raises(DataError, match="matches no table cell"):
         explain_rows(report.explain, "stage=V")
+    # a known variable with a wrong value lists that variable's values, not every variable
+    with pytest.raises(DataError, match=r"stage values: .*III, IV") as info:
+        explain_rows(report.explain, "stage=V")
+    assert "variables:" not in str(info.value)
+    with pytest.raises(DataError, match=r"variables: .*stage"):
+        explain_rows(report.explain, "no_such_variable")
 
 
 # ------------------------------------------------------------------ end to end (shared data)
@@ -267,3 +273,66 @@ def test_overrides_flow_into_report(ctgov_dir: Path, tmp_path: Path) -> None:
     assert result.n_included == n_rules + 1
     cell = explain_rows(result.explain, "stage=II-IV")
     assert flipped in cell.loc[cell["column"] == "overall", "nct_ids"].iloc[0]
+
+
+def test_registry_and_reviewer_text_is_escaped_and_overrides_listed(tmp_path: Path) -> None:
+    """Sponsor names, evidence text and override reasons are untrusted: escaped, and shown."""
+    screening, classification, studies = _contract_frames()
+    studies[1]["protocolSection"]["sponsorCollaboratorsModule"] = {
+        "leadSponsor": {"name": "<img src=x onerror=alert(1)> Sponsor & Co"}
+    }
+    screening["confidence"] = 1.0
+    evidence = [
+        {"rule": "no_radiotherapy", "field": "armsInterventionsModule", "text": "<b>no RT</b>"},
+        {"rule": "override", "field": "reviewer R on 2026-01-01", "text": "<script>x</script>"},
+    ]
+    screening.loc[4, "evidence"] = json.dumps(evidence)
+    screening.loc[4, "overridden"] = True
+    screening.loc[3, "evidence"] = json.dumps(
+        [{"rule": "outside_window", "field": "statusModule", "text": "<i>2010-01-01</i>"}]
+    )
+    classification["overridden"] = False
+    extra = classification.iloc[[0]].copy()
+    extra[["variable", "value", "field", "evidence", "overridden"]] = [
+        "rt_dose", "hypofractionated", "override by R on 2026-01-01", "<u>read PDF</u>", True
+    ]  # fmt: skip
+    classification = pd.concat([classification, extra], ignore_index=True)
+    result = write_landscape_report(
+        screening, classification, studies, tmp_path, protocol=load_protocol("nsclc-irt")
+    )
+    html = result.html.read_text(encoding="utf-8")
+    for raw in ("<img src=x", "<b>no RT", "<script>x", "<i>2010", "<u>read"):
+        assert raw not in html
+    assert "&lt;img src=x onerror=alert(1)&gt; Sponsor &amp; Co" in html
+    assert "statusModule: &lt;i&gt;2010-01-01&lt;/i&gt;" in html
+    # an overridden exclusion shows the reviewer's reason, not the overruled rule's evidence
+    assert "reviewer R on 2026-01-01: &lt;script&gt;x&lt;/script&gt;" in html
+    assert "(reviewer override)" in html
+    section = html[html.index('id="overrides"') : html.index('id="methods"')]
+    assert "Reviewer overrides (2)" in section
+    assert "override by R on 2026-01-01: &lt;u&gt;read PDF&lt;/u&gt;" in section
+    assert "hypofractionated" in section and "NCT00000005" in section
+    summary = html[html.index('id="summary"') : html.index('id="published-vs-snapshot"')]
+    summary = " ".join(summary.split())
+    assert "Percentages are of the <strong>3 included trials</strong>" in summary
+    assert "2 call(s) were set by reviewer overrides" in summary
+
+
+def test_store_with_several_snapshots_is_not_dated_by_the_last(tmp_path: Path) -> None:
+    from irtscope.trials import Store, import_paths
+    from irtscope.trials._report import _load_inputs
+
+    paths = []
+    for i, stamp in enumerate(["2026-03-13", "2024-09-24"]):  # newer data imported first
+        study = _study(f"NCT0000001{i}", f"Trial {i}")
+        study["derivedSection"]["miscInfoModule"]["versionHolder"] = stamp
+        paths.append(tmp_path / f"s{i}.json")
+        paths[-1].write_text(json.dumps([study]), encoding="utf-8")
+    with Store(tmp_path / "t.duckdb") as store:
+        for path in paths:
+            import_paths(store, [path])
+        assert store.snapshot_info()["data_timestamp"] == "2024-09-24"  # the last import
+        _studies, _hits, snapshot = _load_inputs(store)
+    assert snapshot["data_timestamp"] == "2024-09-24 to 2026-03-13"
+    assert snapshot["source"].startswith("2 sources: ")
+    assert all(str(p) in snapshot["source"] for p in paths)

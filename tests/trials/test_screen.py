@@ -248,6 +248,24 @@ def test_negated_radiotherapy_does_not_count() -> None:
     assert "negated" in frame.iloc[0]["evidence"]
 
 
+def test_treatment_after_a_negated_clause_counts() -> None:
+    # "not eligible for surgery" must not negate the SBRT the trial gives in the same sentence
+    s = irt_study(
+        identificationModule__briefTitle="Durvalumab in Early-stage NSCLC",
+        identificationModule__officialTitle="Durvalumab in Early-stage NSCLC",
+        armsInterventionsModule__interventions=[
+            {
+                "type": "DRUG",
+                "name": "Durvalumab",
+                "description": "Patients not eligible for surgery will receive stereotactic "
+                "body radiotherapy (SBRT) and durvalumab 1500 mg every 4 weeks.",
+            }
+        ],
+    )
+    frame = screen_studies([s], load_protocol("nsclc-irt"))
+    assert _decision(frame, "NCT09000001") == ("included", "")
+
+
 def test_placebo_only_ici_is_no_immunotherapy() -> None:
     study = irt_study(
         identificationModule__briefTitle="SBRT in NSCLC",
@@ -478,3 +496,27 @@ def test_read_study_files(tmp_path: Path) -> None:
     (tmp_path / "bad.json").write_text("{not json", encoding="utf-8")
     with pytest.raises(DataError, match=r"bad\.json"):
         read_study_files([tmp_path / "bad.json"])
+
+
+def test_radiation_type_with_a_non_radiotherapy_name() -> None:
+    # NCT00573209 registers "Far Infrared Radiation" with intervention type RADIATION
+    protocol = load_protocol("nsclc-irt")
+    only_rt = protocol.model_copy(
+        update={"criteria": tuple(c for c in protocol.criteria if c.id == "no_radiotherapy")}
+    )
+    infrared = irt_study(
+        identificationModule__briefTitle="Far infrared therapy in NSCLC",
+        identificationModule__officialTitle="",
+        armsInterventionsModule__interventions=[
+            {"type": "RADIATION", "name": "Far Infrared Radiation"}
+        ],
+    )
+    real = irt_study(
+        "NCT09000002",
+        identificationModule__briefTitle="Durvalumab in NSCLC",
+        identificationModule__officialTitle="",
+        armsInterventionsModule__interventions=[{"type": "RADIATION", "name": "3D-CRT/IMRT"}],
+    )
+    frame = screen_studies([infrared, real], only_rt)
+    assert _decision(frame, "NCT09000001") == ("excluded", "no_radiotherapy")
+    assert _decision(frame, "NCT09000002") == ("included", "")

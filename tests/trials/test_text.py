@@ -82,6 +82,24 @@ def test_nested_terms_keep_both_meanings(lexicon: Lexicon) -> None:
         ("in previously untreated metastatic PD-L1-selected NSCLC", "pd-l1-selected", False),
         ("whose disease has not progressed after cCRT", "ccrt", False),
         ("Brain metastases are not allowed", "brain metastases", True),
+        # the cue negates the words next to it, not the treatment the trial then gives
+        (
+            "Patients not eligible for surgery will receive stereotactic radiotherapy and "
+            "durvalumab",
+            "stereotactic radiotherapy",
+            False,
+        ),
+        ("Patients with no EGFR/ALK alterations will receive SBRT followed by", "sbrt", False),
+        (
+            "Medically inoperable patients without mediastinal nodal involvement receive SABR",
+            "sabr",
+            False,
+        ),
+        ("Patients who have received prior PD-1 inhibitor will receive SBRT", "sbrt", False),
+        ("Patients who did not receive radiotherapy", "radiotherapy", True),
+        ("Patients who have not received radiotherapy", "radiotherapy", True),
+        ("Pembrolizumab in patients previously treated with SBRT", "sbrt", True),
+        ("Patients not receiving radiotherapy", "radiotherapy", True),
     ],
 )
 def test_negation(text: str, term: str, negated: bool) -> None:
@@ -204,3 +222,22 @@ def test_pattern_literal_prefix(pattern: str, prefix: str) -> None:
     from irtscope.trials._text import _literal_prefix
 
     assert _literal_prefix(pattern) == prefix
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # side effects, specialties and non-ionising radiation are not a treatment given
+        ("Nintedanib for radiation pneumonitis after durvalumab", []),
+        ("Taurine for radiation-induced oral mucositis", []),
+        ("eye mask; infrared-C irradiation by hot compress", []),  # NCT03673384
+        ("Far Infrared Radiation", []),  # NCT00573209
+        ("an LHRH agonist chosen by the treating radiation oncologist", []),  # NCT00866554
+        # ... while the treatment itself still counts, also next to a stop phrase
+        ("Radiation Oncology will deliver SBRT 8 Gy x 3", ["radiotherapy"] * 2),
+        ("thoracic radiation therapy to 60 Gy", ["radiotherapy"] * 2),
+    ],
+)
+def test_stop_phrases_shadow_radiotherapy_terms(text: str, expected: list[str]) -> None:
+    lexicon = Lexicon([load_dictionary("radiotherapy")])
+    assert _labels(lexicon, text, "radiotherapy") == expected

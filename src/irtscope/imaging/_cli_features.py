@@ -147,12 +147,16 @@ def extract_command(
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Recompute everything.")] = False,
 ) -> None:
     """Extract radiomics features for every lesion of a manifest (cached, resumable)."""
+    from rich.markup import escape
+
     from irtscope.imaging._extract import extract_features
     from irtscope.imaging._manifest import load_manifest
     from irtscope.imaging._params import load_params
 
     settings = load_params(params)  # fail on a bad YAML before reading any image
-    table = load_manifest(manifest)
+    # A missing image or mask is one failed lesion (listed in failures.csv), not a reason to
+    # drop the whole cohort: the manifest's structure is still checked here, files per lesion.
+    table = load_manifest(manifest, check_files=False)
     cache = None if no_cache else (cache_dir or out / "cache")
     with progress_bar("radiomics", total=len(table)) as progress:
         result = extract_features(
@@ -168,8 +172,14 @@ def extract_command(
         f"{len(result.features)} lesions extracted ({result.n_cached} from cache, "
         f"{result.n_computed} computed), {len(result.failures)} failed -> {path}"
     )
-    for row in result.failures.itertuples(index=False):
-        info(f"  failed: {row.error}")
+    if not is_quiet():  # one line per failed lesion, printed verbatim (never wrapped or styled)
+        for row in result.failures.itertuples(index=False):
+            out_console.print(f"  failed: {escape(str(row.error))}", soft_wrap=True)
+    if result.features.empty:
+        raise DataError(
+            f"no lesion of {str(manifest)!r} could be extracted ({len(result.failures)} failed; "
+            f"see {str(out / 'failures.csv')!r})"
+        )
 
 
 def register(app: typer.Typer) -> None:

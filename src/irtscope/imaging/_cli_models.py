@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
-from irtscope._console import info, progress_bar
+from irtscope._console import info, is_quiet, out_console, progress_bar
 
 
 def _run_evaluation(
@@ -34,6 +34,7 @@ def _run_evaluation(
     provenance: dict[str, Any] | None = None,
 ) -> Any:
     import pandas as pd
+    from rich.markup import escape
 
     from irtscope._errors import DataError
     from irtscope.imaging._imaging_report import write_imaging_report
@@ -46,6 +47,13 @@ def _run_evaluation(
     features = pd.read_parquet(features_path)
     frame = merge_features(manifest, features)
     missing = len(manifest) - len(frame)
+    # check the options before the progress bar starts, so a typo is one clean error line
+    unknown = sorted(set(tasks) - {"pd", "os", "pfs"})
+    if unknown:
+        raise DataError(f"unknown task(s) {unknown}; choose from pd, os, pfs")
+    cohorts = sorted(frame["cohort"].astype(str).unique())
+    if development not in cohorts:
+        raise DataError(f"development cohort {development!r} not found; cohorts: {cohorts}")
     with progress_bar("validating models") as progress:
         result = internal_external_table(
             frame,
@@ -76,8 +84,11 @@ def _run_evaluation(
     label = "SIMULATED data: " if result.simulated else ""
     summary = pd.read_csv(files.summary_csv)
     info(f"{label}internal vs external validation")
-    info(summary.drop(columns=["data"], errors="ignore").to_string(index=False))
-    info(f"metrics -> {files.metrics_csv}\nreport  -> {files.html}")
+    # cohort names and paths come from the user: print them verbatim, never as Rich markup
+    if not is_quiet():  # a wide table: never wrap its rows at the terminal width
+        table_text = summary.drop(columns=["data"], errors="ignore").to_string(index=False)
+        out_console.print(escape(table_text), soft_wrap=True)
+    info(escape(f"metrics -> {files.metrics_csv}\nreport  -> {files.html}"))
     return files
 
 

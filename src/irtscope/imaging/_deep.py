@@ -170,7 +170,11 @@ def load_deep_config(config: str | Path | DeepConfig | dict[str, Any] | None) ->
     base = data.pop("preset", None)
     if base is None:
         return _validate(data, str(path))
-    return load_deep_config(str(base)).updated(**data)
+    try:
+        return load_deep_config(str(base)).updated(**data)
+    except ConfigError as exc:
+        # name the file the user has to fix, not just "updated config"
+        raise ConfigError(f"{path} (preset {base!r} + overrides): {exc}") from None
 
 
 def seed_everything(seed: int) -> None:

@@ -153,6 +153,96 @@ def _radiomics_frame(manifest: pd.DataFrame, features: pd.DataFrame) -> pd.DataF
 _INNER_SPLITS = 3
 
 
+def _fit_predict_cnn(
+    estimator: LesionCNNClassifier,
+    patches: np.ndarray,
+    y: np.ndarray,
+    groups: np.ndarray,
+    train: np.ndarray,
+    predict: np.ndarray,
+) -> np.ndarray:
+    """Fit a fresh copy of ``estimator`` on rows ``train``; PD probability of rows ``predict``."""
+    model = LesionCNNClassifier(**estimator.get_params())
+    model.fit(patches[train], y[train], groups=groups[train])
+    return model.predict_proba(patches[predict])[:, 1]
+
+
+def _nested_fusion_oof(
+    stack: LateFusionClassifier,
+    rad_dev: pd.DataFrame,
+    y: np.ndarray,
+    dev_ids: np.ndarray,
+    splits: list[tuple[np.ndarray, np.ndarray]],
+    fit_predict: Any,
+    progress: ProgressCallback | None = None,
+) -> dict[str, float]:
+    """Out-of-fold late-fusion scores of the development lesions, without a leak.
+
+    The combiner of outer fold ``k`` is trained on deep scores of its training lesions. Reusing
+    the outer-CV CNN scores there would leak: the score of a training lesion in fold ``j``
+    comes from the CNN trained on every fold but ``j``, *including the test fold k*, so the
+    test patients' labels would shape the combiner that scores them. Here the training
+    lesions of fold ``j`` get the score of a CNN trained on the folds other than ``j`` and
+    ``k`` (one CNN per pair of folds, shared by the two outer folds it serves), and the test
+    lesions keep their outer-CV score (from the CNN trained without fold ``k``).
+
+    Parameters
+    ----------
+    rad_dev : DataFrame
+        Development lesions with features, ``lesion_id``, ``patient_id`` and a ``deep_score``
+        column holding the outer-CV (out-of-fold) CNN scores.
+    dev_ids : ndarray of str
+        Lesion id of every row that ``splits`` and ``fit_predict`` index.
+    splits : list of (train, test)
+        The outer patient-grouped folds of the CNN, as row indices into ``dev_ids``.
+    fit_predict : callable
+        ``fit_predict(train_rows, predict_rows) -> scores`` trains a fresh CNN.
+
+    Returns
+    -------
+    dict
+        Lesion id -> fused out-of-fold PD probability.
+    """
+    from sklearn.base import clone
+
+    n_folds = len(splits)
+    if n_folds < 3:
+        raise DataError(
+            f"late fusion needs at least 3 cross-validation folds to train its combiner on CNN "
+            f"scores from models that never saw the test fold (got {n_folds}); raise n_splits "
+            "or turn fusion off"
+        )
+    fold_of = np.full(len(dev_ids), -1)
+    for k, (_, test) in enumerate(splits):
+        fold_of[test] = k
+    row_of = {lesion: i for i, lesion in enumerate(dev_ids)}
+    rows = np.array([row_of[str(lesion)] for lesion in rad_dev["lesion_id"]])
+    folds = fold_of[rows]
+    pair_scores = np.full((n_folds, n_folds, len(dev_ids)), np.nan)
+    for j in range(n_folds):
+        for k in range(j + 1, n_folds):
+            predict = np.flatnonzero((fold_of == j) | (fold_of == k))
+            train = np.flatnonzero((fold_of != j) & (fold_of != k))
+            try:
+                scores = fit_predict(train, predict)
+            except DataError as exc:
+                raise DataError(
+                    f"late fusion: the CNN trained without folds {j + 1} and {k + 1} could not "
+                    f"be fitted ({exc}); use more patients or turn fusion off"
+                ) from exc
+            pair_scores[j, k, predict] = pair_scores[k, j, predict] = scores
+            if progress is not None:
+                progress(1, None, "CNN for nested late fusion")
+    fused: dict[str, float] = {}
+    for k in range(n_folds):
+        test, train = folds == k, folds != k
+        inner = pair_scores[folds[train], k, rows[train]]
+        model = clone(stack).fit(rad_dev[train].assign(deep_score=inner), y[train])
+        scores = model.predict_proba(rad_dev[test])[:, 1]
+        fused.update(zip(rad_dev["lesion_id"].to_numpy()[test], scores, strict=True))
+    return fused
+
+
 def run_deep_study(
     manifest: pd.DataFrame,
     features: pd.DataFrame | None = None,
@@ -210,8 +300,20 @@ def run_deep_study(
     timings: dict[str, float] = {}
 
     started = time.perf_counter()
+    step = progress
+    if progress is not None:
+        # one bar for the whole study: every patch, every CNN fit (grouped CV, final fit and,
+        # for nested late fusion, one per pair of folds)
+        n_fits = n_splits + 1
+        if fusion and features is not None:
+            n_fits += n_splits * (n_splits - 1) // 2
+        progress(0, len(labelled) + n_fits, "patches")
+
+        def step(advance: int, total: int | None = None, description: str = "") -> None:
+            progress(advance, None, description)
+
     patch_set = lesion_patches(
-        labelled, cfg.patch, cache_dir=cache_dir, progress=progress, raise_on_error=False
+        labelled, cfg.patch, cache_dir=cache_dir, progress=step, raise_on_error=False
     )
     timings["patches_s"] = time.perf_counter() - started
     ok = labelled["lesion_id"].astype(str).isin(patch_set.lesion_ids).to_numpy()
@@ -301,10 +403,14 @@ def run_deep_study(
                 random_state=random_state,
             )
             y_rd = rad_dev[label].to_numpy().astype(int)
-            oof = grouped_cv_predict(
-                stack, rad_dev, y_rd, rad_dev["patient_id"], n_splits, random_state
+            tic = time.perf_counter()
+            fused = _nested_fusion_oof(
+                stack, rad_dev, y_rd, frame["lesion_id"].iloc[dev_idx].astype(str).to_numpy(),
+                splits, lambda train, test: _fit_predict_cnn(
+                    estimator, patches[dev_idx], y_dev, g_dev, train, test
+                ), progress,
             )
-            fused = dict(zip(rad_dev["lesion_id"], oof, strict=True))
+            timings["fusion_nested_s"] = time.perf_counter() - tic
             if len(rad_ext):
                 stack.fit(rad_dev, y_rd)
                 fused.update(
@@ -332,7 +438,8 @@ def run_deep_study(
                     }
                 )
 
-    simulated = bool("simulated" in frame.columns and frame["simulated"].fillna(False).all())
+    # any simulated lesion makes the whole study simulated (a mixed study must say so too)
+    simulated = bool("simulated" in frame.columns and frame["simulated"].fillna(False).any())
     return DeepStudyResult(
         config=cfg,
         model=final,
@@ -359,12 +466,17 @@ _SECTION_TEMPLATE = """
 {% if simulated %}<p class="simulated">SIMULATED DATA: every lesion in this section comes from
 the irtscope simulator; these numbers say nothing about real patients.</p>{% endif %}
 <p>3D CNN ({{ architecture }}) on {{ size }}<sup>3</sup> lesion-centred patches at
-{{ spacing }} mm isotropic (HU window {{ hu_min }} to {{ hu_max }}{% if mask %}, mask as a second
-channel{% endif %}), trained on {{ dev }} with early stopping on a patient-grouped validation
-split. Internal AUCs are out-of-fold from {{ n_splits }}-fold patient-grouped CV using the
-<em>same folds</em> for every model; external AUCs come from models refitted on all of
-{{ dev }}. 95% CIs: patient-clustered bootstrap ({{ n_boot }} replicates). DeLong tests are
-paired on identical lesions and treat lesions as independent (p is somewhat optimistic).</p>
+{{ spacing }} mm isotropic (HU window {{ hu_min }} to {{ hu_max }}{% if mask %}, mask as a
+second channel{% endif %}; outside the scan the patch is filled with {{ pad }}), trained on
+{{ dev }} with early stopping on a patient-grouped validation split. Internal AUCs are
+out-of-fold from {{ n_splits }}-fold patient-grouped CV using the <em>same folds</em> for
+every model; external AUCs come from models refitted on all of {{ dev }}. 95% CIs:
+patient-clustered bootstrap ({{ n_boot }} replicates). DeLong tests are paired on identical
+lesions and treat lesions as independent (p is somewhat optimistic).
+{% if fusion %}Late fusion (a logistic model on the CNN score, the radiomics forest's score
+and {{ clinical }}) is nested: in each outer fold its combiner learns from CNN scores of
+networks that never saw that fold's patients (one extra network per pair of folds).{% endif %}
+</p>
 <table>
 <thead><tr>{% for c in table.columns %}<th>{{ c }}</th>{% endfor %}</tr></thead>
 <tbody>{% for row in table.itertuples(index=False) %}<tr>{% for v in row %}
@@ -456,6 +568,9 @@ def _section(
             "hu_min": config.patch.hu_min,
             "hu_max": config.patch.hu_max,
             "mask": config.patch.include_mask,
+            "pad": "the nearest scan voxel (edge padding)"
+            if config.patch.pad == "edge"
+            else "air",
             "dev": dev_cohort,
             "n_splits": settings.get("n_splits"),
             "n_boot": settings.get("n_boot"),
@@ -466,10 +581,13 @@ def _section(
             "final_s": timings.get("final_fit_s", 0.0),
             "device": settings.get("device", "cpu"),
             "failures": n_failures,
+            "fusion": bool(settings.get("fusion")),
+            "clinical": ", ".join(settings.get("clinical_columns") or []) or "no clinical column",
         },
     )
+    title = "Deep learning vs radiomics (per-lesion progressive disease)"
     return {
-        "title": "Deep learning vs radiomics (per-lesion progressive disease)",
+        "title": f"{title} (SIMULATED)" if simulated else title,
         "html": Markup(html),
         "figures": [{"files": f["files"], "caption": f["caption"]} for f in figures],
     }
@@ -487,10 +605,15 @@ def write_deep_outputs(result: DeepStudyResult, out_dir: str | Path) -> dict[str
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {"checkpoint": result.model.save(out / "lesion_cnn.pt")}
+    data = "SIMULATED" if result.simulated else "real"
     paths["scores"] = out / "deep_scores.csv"
-    result.scores.to_csv(paths["scores"], index=False)
-    paths["comparison"] = write_table(result.comparison, out, "deep_vs_radiomics").csv
-    write_table(format_comparison(result.comparison), out, "deep_vs_radiomics_display")
+    result.scores.assign(data=data).to_csv(paths["scores"], index=False)
+    paths["comparison"] = write_table(
+        result.comparison.assign(data=data), out, "deep_vs_radiomics"
+    ).csv
+    write_table(
+        format_comparison(result.comparison).assign(data=data), out, "deep_vs_radiomics_display"
+    )
     figures = []
     caption = ""
     if result.saliency:
@@ -499,13 +622,16 @@ def write_deep_outputs(result: DeepStudyResult, out_dir: str | Path) -> dict[str
             np.stack([s["map"] for s in result.saliency]),
             [f"{s['lesion_id']}\nPD={s['pd']} p={s['score']:.2f}" for s in result.saliency],
             result.config.patch.spacing_mm,
+            suptitle="Grad-CAM, SIMULATED data" if result.simulated else "Grad-CAM",
         )
         files = save_figure(fig, out, "deep_saliency")
         paths["saliency"] = files.png
         caption = (
-            "Grad-CAM of the final CNN for the most confident correct progressive (PD=1) and "
-            "non-progressive (PD=0) lesions; cyan: lesion mask."
-            + (" Simulated data." if result.simulated else "")
+            ("SIMULATED data. " if result.simulated else "")
+            + "Grad-CAM of the final CNN for the most confident correct progressive (PD=1) and "
+            "non-progressive (PD=0) lesions; cyan: lesion mask. Where a patch overhangs the "
+            "scan (near the first/last slice or the edge of a cropped volume) the nearest scan "
+            "voxel is repeated (edge padding), so smeared stripes there are padding, not anatomy."
         )
         figures.append({"files": files, "caption": caption})
     section = build_deep_section(result, figures)

@@ -355,7 +355,7 @@ def _read_row(row: Mapping[str, Any]) -> tuple[Any, Any]:
         return read_lesion(row)
     import SimpleITK as sitk
 
-    lesion = str(row.get("lesion_id", "lesion"))
+    lesion = _who(row)
     for key in ("image_path", "mask_path"):
         if not Path(str(row[key])).exists():
             raise DataError(f"{lesion}: {key} {row[key]!r} does not exist")
@@ -363,6 +363,11 @@ def _read_row(row: Mapping[str, Any]) -> tuple[Any, Any]:
     mask = sitk.ReadImage(str(row["mask_path"]))
     label = _label_of(row)
     return image, sitk.Cast(mask == label, sitk.sitkUInt8)
+
+
+def _who(row: Mapping[str, Any]) -> str:
+    """How failure messages name a lesion: ``lesion 'ID'``, as the image reader does."""
+    return f"lesion {str(row.get('lesion_id', '?'))!r}"
 
 
 def _label_of(row: Mapping[str, Any]) -> int:
@@ -396,7 +401,7 @@ def lesion_cache_key(row: Mapping[str, Any], params: RadiomicsParams) -> str:
         The image or mask path does not exist.
     """
     digest = hashlib.sha256()
-    lesion = str(row.get("lesion_id", "lesion"))
+    lesion = _who(row)
     for key in ("image_path", "mask_path"):
         path = Path(str(row.get(key, "")))
         if not str(row.get(key) or "") or not path.exists():
@@ -443,6 +448,7 @@ def _extract_task(row: dict[str, Any], params: dict[str, Any], key: str) -> dict
         os.environ[name] = "1"
     sitk.ProcessObject_SetGlobalDefaultNumberOfThreads(1)
     lesion = str(row.get("lesion_id"))
+    who = _who(row)
     start = time.perf_counter()
     try:
         with threadpool_limits(limits=1):
@@ -451,7 +457,7 @@ def _extract_task(row: dict[str, Any], params: dict[str, Any], key: str) -> dict
             if (settings.setting.label or 1) != 1:
                 # the reader already picked mask_label/roi_name and returns a 0/1 mask
                 settings = settings.with_settings(label=1)
-            features = compute_features(image, mask, settings, lesion=lesion)
+            features = compute_features(image, mask, settings, lesion=who)
         return {
             "lesion_id": lesion,
             "key": key,
@@ -460,7 +466,7 @@ def _extract_task(row: dict[str, Any], params: dict[str, Any], key: str) -> dict
             "seconds": time.perf_counter() - start,
         }
     except Exception as exc:  # every failure becomes a reported record, never a lost task
-        message = str(exc) if lesion in str(exc) else f"{lesion}: {exc}"
+        message = str(exc) if who in str(exc) else f"{who}: {exc}"
         return {
             "lesion_id": lesion,
             "key": key,

@@ -87,6 +87,11 @@ def _title(text: str, simulated: bool) -> str:
     return f"{text} (SIMULATED)" if simulated else text
 
 
+def _caption(text: str, simulated: bool) -> str:
+    """Figure captions travel without the page banner (copied into slides), so say it here."""
+    return f"SIMULATED data. {text}" if simulated else text
+
+
 def _roc_figure(preds: pd.DataFrame, simulated: bool) -> Any:
     from matplotlib.figure import Figure
     from sklearn.metrics import roc_curve
@@ -245,7 +250,7 @@ def write_imaging_report(
              "(quantile bins); the diagonal is perfect calibration."),
         ):
             files = save_figure(make(pd_preds, result.simulated), figures_dir, name)
-            figures.append({"src": files.data_uri, "caption": caption})
+            figures.append({"src": files.data_uri, "caption": _caption(caption, result.simulated)})
     for task in ("overall survival", "progression-free survival"):
         part = result.predictions[result.predictions["task"] == task]
         if part.empty:
@@ -257,8 +262,11 @@ def write_imaging_report(
                             "km_" + task.split()[0].replace("-", "_"))
         figures.append({
             "src": files.data_uri,
-            "caption": f"{task}, {model} survival forest: Kaplan-Meier curves of low/high "
-            "predicted risk (cut at the development cohort's median out-of-fold risk).",
+            "caption": _caption(
+                f"{task}, {model} survival forest: Kaplan-Meier curves of low/high predicted "
+                "risk (cut at the development cohort's median out-of-fold risk).",
+                result.simulated,
+            ),
         })
 
     sections = []

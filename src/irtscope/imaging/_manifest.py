@@ -240,9 +240,19 @@ def _check_patient_level(out: pd.DataFrame, where: Callable[[int, str], str]) ->
             a, b = out.at[j, column], out.at[i, column]
             if not _same(a, b):
                 raise DataError(
-                    f"{where(i, column)}: patient {patient!r} has {b!r} here but {a!r} in row "
-                    f"{j + 1}; patient-level clinical values must be the same on every lesion"
+                    f"{where(i, column)}: patient {patient!r} has {_show(b)} here but "
+                    f"{_show(a)} in row {j + 1}; patient-level clinical values must be the same "
+                    "on every lesion"
                 )
+
+
+def _show(value: Any) -> str:
+    """A cell as a reader would write it: ``36.3``, not ``np.float64(36.3)``."""
+    if _is_missing(value):
+        return "an empty cell"
+    if hasattr(value, "item"):  # numpy scalar
+        value = value.item()
+    return repr(value)
 
 
 def _as_column(column: str, values: list[Any]) -> pd.Series:

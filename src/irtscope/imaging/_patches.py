@@ -4,9 +4,18 @@ Why one resampling step
     The patch grid (``size`` voxels of ``spacing_mm`` on each side, centred on the mask
     centroid, oriented like the source image) is built first, and the image is resampled
     *directly onto it*. That does "resample to isotropic spacing" and "crop/pad around the
-    centroid" in one pass, touches only ``size**3`` output voxels instead of resampling the whole
-    CT, and pads outside the scan with air (``hu_min``) rather than with zeros (which would be
-    water in HU and look like tissue to the network).
+    centroid" in one pass and touches only ``size**3`` output voxels instead of resampling the
+    whole CT.
+
+Why edge padding
+    A patch's field of view can overhang the scan (a lesion near the first or last slice, or
+    near the edge of the simulator's cropped volumes, where on average about an eighth of a
+    32 x 2 mm patch lies outside the image). Filling that with air (``pad="air"``, the old
+    behaviour) draws an artificial flat black slab with a sharp boundary whose size depends on
+    the scan extent, something the network can learn as a shortcut (it differs between
+    cohorts) and that no real anatomy looks like. The default ``pad="edge"`` repeats the
+    nearest voxel of the scan (zero-flux Neumann padding), so the overhang continues the
+    adjacent tissue without a new edge. Zeros would be worse than either: water in HU.
 
 Why a content-keyed cache
     Patch extraction is the slow, deterministic part of every fold and epoch. Cache entries are
@@ -24,7 +33,7 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -35,7 +44,7 @@ from irtscope._errors import DataError, GeometryError
 
 __all__ = ["PatchSet", "PatchSettings", "extract_patch", "lesion_patches"]
 
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2  # 2: edge padding outside the scan
 
 
 class PatchSettings(BaseModel):
@@ -53,6 +62,9 @@ class PatchSettings(BaseModel):
     include_mask : bool
         Add the lesion mask as a second channel, so the network knows *which* structure in the
         patch is the lesion (neighbouring nodules and vessels are in the field of view too).
+    pad : {"edge", "air"}
+        What fills the part of the field of view outside the scan: the nearest scan voxel
+        (default; no artificial boundary) or air (``hu_min``). See the module docstring.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -62,6 +74,7 @@ class PatchSettings(BaseModel):
     hu_min: float = -1000.0
     hu_max: float = 400.0
     include_mask: bool = True
+    pad: Literal["edge", "air"] = "edge"
 
     @model_validator(mode="after")
     def _check(self) -> PatchSettings:
@@ -133,8 +146,11 @@ def extract_patch(image: Any, mask: Any, settings: PatchSettings, lesion: str = 
         "outputSpacing": spacing,
         "outputDirection": direction.ravel().tolist(),
     }
+    source = sitk.Cast(image, sitk.sitkFloat32)
+    if settings.pad == "edge":
+        source = _edge_padded(source, origin, direction, settings)
     img = sitk.Resample(
-        sitk.Cast(image, sitk.sitkFloat32),
+        source,
         interpolator=sitk.sitkLinear,
         defaultPixelValue=float(settings.hu_min),
         outputPixelType=sitk.sitkFloat32,
@@ -155,6 +171,38 @@ def extract_patch(image: Any, mask: Any, settings: PatchSettings, lesion: str = 
         )
         channels.append(sitk.GetArrayFromImage(msk).astype(np.float32))
     return np.stack(channels).astype(np.float32, copy=False)
+
+
+def _edge_padded(
+    image: Any, origin: np.ndarray, direction: np.ndarray, settings: PatchSettings
+) -> Any:
+    """``image`` extended by repeating its border voxels far enough to cover the patch grid.
+
+    The patch corners are mapped to the image's continuous voxel indices; each side is padded
+    by the overhang plus one voxel (linear interpolation reads a neighbour). Returns the image
+    unchanged when the patch lies inside it.
+    """
+    import itertools
+
+    import SimpleITK as sitk
+
+    extent = settings.spacing_mm * (settings.size - 1)
+    corners = np.array(
+        [
+            image.TransformPhysicalPointToContinuousIndex(
+                (origin + direction @ (np.array(c) * extent)).tolist()
+            )
+            for c in itertools.product((0.0, 1.0), repeat=3)
+        ]
+    )
+    size = np.array(image.GetSize(), dtype=float)
+    lower = np.maximum(0, np.ceil(-corners.min(axis=0))).astype(int)
+    upper = np.maximum(0, np.ceil(corners.max(axis=0) - (size - 1))).astype(int)
+    if not (lower.any() or upper.any()):
+        return image
+    lower = np.where(lower > 0, lower + 1, 0)
+    upper = np.where(upper > 0, upper + 1, 0)
+    return sitk.ZeroFluxNeumannPad(image, lower.tolist(), upper.tolist())
 
 
 def _hash_path(path: Path, digest: Any) -> None:

@@ -108,11 +108,13 @@ def saliency_figure(
     maps: np.ndarray,
     titles: Sequence[str],
     spacing_mm: float,
+    suptitle: str | None = None,
 ) -> Any:
     """One row per lesion: axial, coronal, sagittal slices through the patch centre.
 
     The CT (windowed channel) is grey, the saliency map is overlaid in colour, and the lesion
-    mask (when the patch has one) is outlined.
+    mask (when the patch has one) is outlined. ``suptitle`` goes above the grid (the deep
+    report puts "SIMULATED data" there, since a figure travels without its caption).
     """
     from matplotlib.figure import Figure
 
@@ -148,4 +150,6 @@ def saliency_figure(
                 ax.set_title(name, fontsize=9)
             if col == 0:
                 ax.set_ylabel(titles[row], fontsize=8)
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=10)
     return fig

@@ -222,26 +222,44 @@ def internal_external_table(
             continue
         features = radiomics if task == "pd" else [*radiomics, *BURDEN_COLUMNS]
         estimator = _estimator(task, features, clin, harm, batch_column, n_estimators, seed)
-        if tune:
+        skip = _tuning_problem(task, dev, n_splits, inner_splits) if tune else None
+        job_tune = tune and skip is None
+        if job_tune:
             estimator = make_tuned(estimator, inner_splits=inner_splits, random_state=seed)
         base = {
             "task": _TASKS[task],
             "unit": "lesion" if task == "pd" else "patient",
             "model": model_name,
             "harmonisation": "ComBat" if harm else "off",
+            "tuning": "nested" if job_tune else (f"skipped: {skip}" if tune else "off"),
             "simulated": simulated,
         }
         method = "predict_proba" if task == "pd" else "predict"
         y_dev = dev["pd"].to_numpy(int) if task == "pd" else _survival_y(dev, task)
-        oof = grouped_cv_predict(
-            estimator, dev, y_dev, dev["patient_id"], n_splits=n_splits,
-            random_state=seed, method=method,
-        )
+        try:
+            oof = grouped_cv_predict(
+                estimator, dev, y_dev, dev["patient_id"], n_splits=n_splits,
+                random_state=seed, method=method,
+            )
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # unseen one-hot categories
+                final = estimator.fit(
+                    dev, y_dev, **({"groups": dev["patient_id"]} if job_tune else {})
+                )
+        except ValueError as exc:
+            # scikit-learn/sksurv raise bare ValueErrors deep inside (nested) CV when a fold
+            # is too small to score (e.g. "Need a minimum of two samples"); say which model
+            # and cohort, and what to change, instead of a traceback.
+            raise DataError(
+                f"{_TASKS[task]}, {model_name}, harmonisation {base['harmonisation']}: could "
+                f"not fit on development cohort {development!r} "
+                f"({dev['patient_id'].nunique()} patients, {n_splits} outer"
+                f"{f' x {inner_splits} inner' if job_tune else ''} folds): {exc}; use fewer "
+                f"folds{' or turn nested tuning off (--no-tune)' if job_tune else ''}, or more "
+                "patients"
+            ) from exc
         cutoff = float(np.median(oof))
         scored = [(f"internal {n_splits}-fold CV", development, dev, oof)]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # unseen one-hot categories
-            final = estimator.fit(dev, y_dev, **({"groups": dev["patient_id"]} if tune else {}))
         for cohort in externals:
             ext = data[data["cohort"] == cohort].reset_index(drop=True)
             if ext.empty:
@@ -276,6 +294,33 @@ def internal_external_table(
         "n_radiomics_features": len(radiomics),
     }
     return ValidationResult(table=table, predictions=preds, simulated=simulated, settings=settings)
+
+
+def _tuning_problem(task: str, dev: pd.DataFrame, n_splits: int, inner_splits: int) -> str | None:
+    """Why nested tuning cannot work on this development cohort, or None when it can.
+
+    Inner folds are carved out of an outer training set (about ``(k - 1) / k`` of the
+    patients). Every inner test fold needs both classes (AUC) or at least two patients with an
+    event among a few patients (C-index); otherwise scikit-learn scores candidates as NaN (or
+    sksurv raises), and the "tuned" choice is arbitrary. The rule is the one the deep report
+    uses for its radiomics forest: at least ``2 x inner_splits`` training patients per class
+    (PD / no PD) or with an event.
+    """
+    share = (n_splits - 1) / n_splits
+    need = 2 * inner_splits
+    if task == "pd":
+        per_patient = dev.groupby("patient_id")["pd"].max()
+        counts = {"with PD": int(per_patient.sum()), "without PD": int((per_patient == 0).sum())}
+    else:
+        event = dev[f"{task}_event"].astype(bool)
+        counts = {"with an event": int(event.sum()), "in total": int(dev["patient_id"].nunique())}
+    for what, count in counts.items():
+        if count * share < need:
+            return (
+                f"{count} development patients {what}; nested {inner_splits}-fold tuning needs "
+                f"about {int(np.ceil(need / share))}"
+            )
+    return None
 
 
 def _estimator(

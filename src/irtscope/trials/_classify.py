@@ -98,11 +98,16 @@ _DRUG_KINDS = ("intervention", "arm")
 _DRUG_FALLBACK = ("title", "keyword", "summary")
 
 _ROMAN = {"i": 1, "ii": 2, "iii": 3, "iv": 4, "1": 1, "2": 2, "3": 3, "4": 4}
+#: "stage IIIB/C or IV", "stage IIIB (locally advanced) or IV", "stage IIIB IV": sub-stage
+#: letter lists, a short parenthetical or a bare space may sit between the stages of a mention.
 _STAGE_RX = re.compile(
-    r"stages?\s*[\(\[]?\s*((?:(?:iv|i{1,3}|[1-4])(?:[abc]\d?)?(?![a-z0-9])"
-    r"(?:\s*(?:-|–|—|to|through|or|and|/|,|&)\s*(?:stages?\s*)?)?)+)"
+    r"stages?\s*[\(\[]?\s*((?:(?:iv|i{1,3}|[1-4])(?:[abc](?:\s*/\s*[abc](?![a-z0-9]))*\d?)?"
+    r"(?![a-z0-9])(?:\s*\([^()]{0,40}\))?"
+    r"(?:(?:\s*(?:-|–|—|to|through|or|and|/|,|&)\s*|\s+(?=(?:iv|i{1,3})[abc]?(?![a-z0-9])))"
+    r"(?:stages?\s*)?)?)+)"
 )
-_STAGE_NUM = re.compile(r"(iv|i{1,3}|[1-4])(?:[abc]\d?)?(?![a-z0-9])")
+_STAGE_NUM = re.compile(r"(?<![a-z0-9])(iv|i{1,3}|[1-4])(?:[abc]\d?)?(?![a-z0-9])")
+_PARENTHETICAL = re.compile(r"\([^()]*\)")
 _STAGE_GROUPS = {
     (1, 1): "I",
     (1, 2): "I-II",
@@ -142,7 +147,7 @@ def _stage_groups(text: str) -> tuple[set[int], tuple[int, int]]:
     stages: set[int] = set()
     where = (0, 0)
     for m in _STAGE_RX.finditer(text):
-        nums = [_ROMAN[n] for n in _STAGE_NUM.findall(m.group(1))]
+        nums = [_ROMAN[n] for n in _STAGE_NUM.findall(_PARENTHETICAL.sub(" ", m.group(1)))]
         if not nums:
             continue
         if not stages:
@@ -458,16 +463,7 @@ class _Classifier:
                 h = next(h for h in specials if h.label != "special:brain")
                 out["stage"] = [(value, h.path, h.text, conf)]
                 return
-            stages: set[int] = set()
-            evidence = []
-            for f in st.texts(kinds):
-                low = f.text.lower()
-                found, where = _stage_groups(low)
-                if found:
-                    stages |= found
-                    evidence.append(
-                        (f.path, snippet(f.text if len(low) == len(f.text) else low, *where))
-                    )
+            stages, evidence = _explicit_stages(st, kinds)
             if not stages:
                 for h in stage_hits:
                     if h.label.startswith("special:") or _after_non(h):
@@ -478,12 +474,33 @@ class _Classifier:
                         stages.update(range(min(nums), max(nums) + 1))
                         evidence.append((h.path, h.text))
                 conf *= 0.8
+                if stages and "eligibility" not in kinds:
+                    # A vague phrase in the title or conditions ("Resectable NSCLC": I-II by
+                    # the dictionary) is weaker than an explicit range in the inclusion criteria
+                    # ("resectable stage IB-IIIA"): the explicit range wins when there is one.
+                    explicit, where = _explicit_stages(st, ("eligibility",))
+                    if explicit:
+                        stages, evidence = explicit, where
             if stages:
                 value = _STAGE_GROUPS.get((min(stages), max(stages)), NOT_REPORTED)
                 path, text = evidence[0]
                 out["stage"] = [(value, path, text, round(conf, 3))]
                 return
         out["stage"] = [(NOT_REPORTED, "conditions/keywords/title/eligibility/summary", "", 0.5)]
+
+
+def _explicit_stages(st: StudyText, kinds: tuple[str, ...]) -> tuple[set[int], list]:
+    """Stages of explicit "stage ..." mentions in ``kinds`` (eligibility: inclusion part)."""
+    stages: set[int] = set()
+    evidence = []
+    for f in st.texts(kinds):
+        text = f.text
+        low = text.lower()
+        found, where = _stage_groups(low)
+        if found:
+            stages |= found
+            evidence.append((f.path, snippet(text if len(low) == len(text) else low, *where)))
+    return stages, evidence
 
 
 def _same_clause(a: Any, b: Any, width: int = 80) -> bool:
@@ -502,7 +519,8 @@ def _after_non(hit: Any) -> bool:
 
 
 def _schedule_label(m: re.Match[str], kind: str) -> str | None:
-    """Fractionation category of one explicit schedule ("60 Gy in 30 fractions" -> None)."""
+    """Fractionation category of one explicit schedule ("60 Gy in 30 fractions" -> None,
+    "45 Gy in 30 fractions" -> hyperfractionated, "50 Gy in 5 fractions" -> hypofractionated)."""
     try:
         if kind == "total_n":
             total, n = float(m.group(1)), int(m.group(2))
@@ -525,6 +543,10 @@ def _schedule_label(m: re.Match[str], kind: str) -> str | None:
         return "low-dose RT"
     if dose >= 2.5:
         return "hypofractionated"
+    if n >= 20 and dose < 1.8:
+        # "45 Gy in 30 fractions (twice daily)", CHART "54 Gy in 36 fractions": many small
+        # fractions to a full dose; conventional schedules are 1.8-2.0 Gy per fraction
+        return "hyperfractionated"
     return None
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 DbOption = Annotated[
     Path | None,
@@ -102,7 +103,8 @@ def register(app: typer.Typer) -> None:
         if report.failures:
             err_console.print(f"[bold red]{len(report.failures)} failure(s):[/]")
             for failure in report.failures[:50]:
-                err_console.print(f"  {failure}", highlight=False)
+                # registry text and positions ("[line 7]") are not Rich markup; one line each
+                err_console.print(f"  {failure}", highlight=False, markup=False, soft_wrap=True)
             if len(report.failures) > 50:
                 err_console.print(f"  ... and {len(report.failures) - 50} more")
             raise typer.Exit(code=1)
@@ -125,6 +127,14 @@ def register(app: typer.Typer) -> None:
             list[Path] | None,
             typer.Option("--query-file", help="YAML list of queries (repeatable)."),
         ] = None,
+        protocol: Annotated[
+            str | None,
+            typer.Option(
+                "--protocol",
+                help="Harvest the queries of this protocol (preset name, e.g. nsclc-irt, or a "
+                "protocol YAML file).",
+            ),
+        ] = None,
         page_size: Annotated[int, typer.Option(min=1, max=1000)] = 1000,
         base_url: Annotated[
             str, typer.Option(help="API root (e.g. a mirror or a local test server).")
@@ -143,13 +153,20 @@ def register(app: typer.Typer) -> None:
         db: DbOption = None,
     ) -> None:
         """Harvest studies from ClinicalTrials.gov API v2 (resumable; several queries)."""
-        from irtscope._console import info, progress_bar
+        from irtscope._console import err_console, info, progress_bar
         from irtscope._errors import ConfigError
         from irtscope.trials._api import CtgovClient, harvest
         from irtscope.trials._query import QuerySpec
         from irtscope.trials._store import Store
 
         queries = []
+        if protocol is not None:
+            from irtscope.trials._protocol import load_protocol
+
+            spec = load_protocol(protocol)
+            if not spec.queries:
+                raise ConfigError(f"protocol {spec.name!r} ({protocol}) lists no 'queries'")
+            queries.extend(spec.queries)
         for path in query_file or []:
             queries.extend(load_query_file(path))
         if any((cond, term, intr, advanced, status)):
@@ -164,7 +181,9 @@ def register(app: typer.Typer) -> None:
                 )
             )
         if not queries:
-            raise ConfigError("give a query: --cond/--term/--intr/... or --query-file FILE")
+            raise ConfigError(
+                "give a query: --cond/--term/--intr/..., --query-file FILE or --protocol NAME"
+            )
         client = CtgovClient(
             base_url=base_url,
             rate_limit=rate_limit or None,
@@ -187,7 +206,9 @@ def register(app: typer.Typer) -> None:
             + (" (resumed harvest)" if result.resumed else "")
         )
         for q in result.queries:
-            info(f"  {q.name}: {q.hits:,} hits of {q.total_count} counted, {q.pages} page(s)")
+            info(
+                f"  {escape(q.name)}: {q.hits:,} hits of {q.total_count} counted, {q.pages} page(s)"
+            )
         info(
             f"{result.summary()}; {result.new_studies:,} new studies, "
             f"{result.new_versions:,} newer versions this run"
@@ -195,16 +216,19 @@ def register(app: typer.Typer) -> None:
         _print_counts("rows per table", counts)
         if result.failures:
             for failure in result.failures[:50]:
-                info(f"  skipped: {failure}")
+                err_console.print(
+                    f"  skipped: {failure}", highlight=False, markup=False, soft_wrap=True
+                )
             raise typer.Exit(code=1)
 
     @app.command("stats")
     def stats_command(db: DbOption = None) -> None:
         """Counts per table, hits -> unique studies, and the latest snapshot."""
         from irtscope._console import info
+        from irtscope.trials._cli_screen import existing_db
         from irtscope.trials._store import Store
 
-        with Store(db) as store:
+        with Store(existing_db(db)) as store:
             summary = store.hit_summary()
             counts = store.table_counts()
             snapshot = store.snapshot_info()
@@ -214,7 +238,10 @@ def register(app: typer.Typer) -> None:
         )
         for label, key in (("query", "queries"), ("source", "sources")):
             for item, value in summary[key].items():
-                info(f"  {label} {item}: {value['hits']:,} hits, {value['unique']:,} studies")
+                info(
+                    f"  {label} {escape(str(item))}: {value['hits']:,} hits, "
+                    f"{value['unique']:,} studies"
+                )
         _print_counts("rows per table", counts)
         info(
             f"latest snapshot: {snapshot.get('source')} retrieved {snapshot.get('retrieved_at')}"

@@ -50,8 +50,13 @@ def _import_sources(store: Any, sources: list[Path]) -> None:
 
     with progress_bar("Importing records") as bar:
         report = import_paths(store, sources, progress=bar)
+    from rich.markup import escape
+
     for failure in report.failures:
-        err_console.print(f"[yellow]import:[/] {failure}", highlight=False)
+        # positions read "[line 7]": escaped, or Rich would take them for markup
+        err_console.print(
+            f"[yellow]import:[/] {escape(str(failure))}", highlight=False, soft_wrap=True
+        )
     if report.entries_read == 0:
         raise DataError(f"no registry records could be read from {', '.join(map(str, sources))}")
     info(f"Imported {report.entries_read} records ({report.new_studies} unique studies).")
@@ -121,7 +126,9 @@ def report(
             store = stack.enter_context(_fresh_store(out))
             _import_sources(store, list(source))
         else:
-            store = stack.enter_context(Store(db))
+            from irtscope.trials._cli_screen import existing_db
+
+            store = stack.enter_context(Store(existing_db(db)))
         result = _report(store, protocol, out, overrides)
     for spec in explain or []:
         for line in iter_explain_lines(explain_rows(result.explain, spec)):

@@ -27,7 +27,8 @@ InputOpt = Annotated[
     typer.Option(
         "--input",
         "-i",
-        help="Raw API v2 JSON file(s) (.json/.json.gz/.jsonl) instead of the database.",
+        help="Registry file(s) (API v2 JSON/JSONL, bulk zip or registry CSV; .gz ok) instead "
+        "of the database.",
     ),
 ]
 OverridesOpt = Annotated[
@@ -39,30 +40,51 @@ OutOpt = Annotated[
 
 
 def read_study_files(paths: list[Path]) -> list[dict]:
-    """Raw studies from JSON files: a list, ``{"studies": [...]}``, or JSON lines; gz ok."""
-    import gzip
+    """Raw studies from registry files, read by the same readers as ``trials import``.
+
+    Any layout ``import`` accepts works here (JSON list, pages, JSONL, bulk zip, registry CSV;
+    gzip detected by content). Unlike ``import``, which skips a bad record and goes on, a quick
+    look should not silently screen part of a file: the first unreadable record raises.
+
+    Raises
+    ------
+    DataError
+        Naming the file, the position in it and the reason (missing file, truncated gzip,
+        not JSON, CSV without the registry header...).
+    """
+    from irtscope.trials._sources_files import iter_file
 
     studies: list[dict] = []
     for path in paths:
-        opener = gzip.open if path.suffix == ".gz" else open
-        try:
-            with opener(path, "rt", encoding="utf-8") as fh:
-                text = fh.read()
-        except OSError as exc:
-            raise DataError(f"{path}: cannot read ({exc})") from exc
-        try:
-            if ".jsonl" in path.name:
-                data: Any = [json.loads(line) for line in text.splitlines() if line.strip()]
-            else:
-                data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path}: not valid JSON ({exc})") from exc
-        if isinstance(data, dict):
-            data = data.get("studies", [data])
-        if not isinstance(data, list):
-            raise DataError(f"{path}: expected a list of studies")
-        studies.extend(s for s in data if isinstance(s, dict))
+        for record in iter_file(path):
+            if record.error is not None:
+                where = f", {record.position}" if record.position not in (None, "file") else ""
+                raise DataError(f"{record.path}{where}: {record.error}")
+            if record.study is not None:
+                studies.append(record.study)
     return studies
+
+
+def existing_db(db: Path | None) -> Path:
+    """The database a reading command uses; it must exist.
+
+    Opening a missing path would create an empty database and report "0 trials", which
+    reads like a result; a typo in ``--db`` should say so instead.
+
+    Raises
+    ------
+    DataError
+        When the file (``--db``, ``$IRTSCOPE_DB`` or the default) does not exist.
+    """
+    from irtscope.trials._store import default_db_path
+
+    target = Path(db) if db is not None else default_db_path()
+    if str(target) != ":memory:" and not target.is_file():
+        raise DataError(
+            f"no trials database at {target}: run 'irtscope trials import FILE --db {target}' "
+            "or 'irtscope trials fetch' first"
+        )
+    return target
 
 
 def _studies(db: Path | None, inputs: list[Path] | None) -> tuple[list[dict], Any]:
@@ -70,7 +92,7 @@ def _studies(db: Path | None, inputs: list[Path] | None) -> tuple[list[dict], An
         return read_study_files(inputs), None
     from irtscope.trials._store import Store
 
-    store = Store(db).open()
+    store = Store(existing_db(db)).open()
     return list(store.iter_studies()), store
 
 
@@ -100,6 +122,16 @@ def _run(
     proto = load_protocol(protocol)
     table = load_overrides(overrides) if overrides else None
     studies, store = _studies(db, inputs)
+    if table is not None and len(table):
+        known = {_nct(s) for s in studies}
+        unknown = sorted(set(table["nct_id"]) - known)
+        if unknown:
+            # most often a typo in the NCT id: say so rather than silently doing nothing
+            info(
+                f"{len(unknown)} override(s) name trials not in the data, ignored: "
+                + ", ".join(unknown)
+            )
+            table = table[~table["nct_id"].isin(unknown)].reset_index(drop=True)
     with progress_bar("screening", total=len(studies)) as bar:
         screening = screen_studies(studies, proto, overrides=table, progress=bar)
     classification = None
@@ -214,18 +246,26 @@ def review(
     weak = weak.sort_values(["confidence", "nct_id"], kind="stable")
     info(f"{len(weak)} call(s) with confidence < {cut} (weakest first)")
     for row in weak.head(limit).itertuples():
-        info(
-            f"  {row.nct_id}  {row.variable:<22} {row.value:<34} {row.confidence:.2f}  "
+        _say(
+            f"  {row.nct_id}  {row.variable:<22} {row.value!s:<34} {row.confidence:.2f}  "
             f"{str(row.evidence)[:90]}"
         )
     if table is not None and len(table):
         info(f"{len(table)} reviewer override(s) applied:")
         for row in table.itertuples():
-            info(
+            _say(
                 f"  {row.nct_id}  {row.variable} = {row.value}  ({row.reviewer}, {row.date}: "
                 f"{row.reason})"
             )
     _write(weak, out)
+
+
+def _say(line: str) -> None:
+    """Print registry or reviewer text as is: no Rich markup ("[...]"), one line per call."""
+    from irtscope._console import is_quiet, out_console
+
+    if not is_quiet():
+        out_console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 def _rule_evidence(evidence: str, rule: str) -> str:

@@ -105,7 +105,10 @@ def load_overrides(source: str | Path | list[dict] | Any) -> Any:
             raise ConfigError(f"{name}: override {i} is not a mapping")
         unknown = set(row) - set(OVERRIDE_COLUMNS)
         if unknown:
-            raise ConfigError(f"{name}: override {i} has unknown key(s) {sorted(unknown)}")
+            raise ConfigError(
+                f"{name}: override {i} has unknown key(s) {sorted(unknown)}; the columns are "
+                + ", ".join(OVERRIDE_COLUMNS)
+            )
         item = {c: str(row.get(c) or "").strip() for c in OVERRIDE_COLUMNS}
         item["variable"] = item["variable"] or "decision"
         if not _NCT.match(item["nct_id"]):

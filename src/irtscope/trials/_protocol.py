@@ -63,7 +63,10 @@ class DictionaryEntry(BaseModel):
 
     Terms are matched case-insensitively on word boundaries; spaces and hyphens inside a term
     match any run of spaces/hyphens (so ``pd-1`` also finds ``PD1`` and ``PD 1``). Patterns are
-    regular expressions over lower-cased text and must not use capturing groups.
+    regular expressions over lower-cased text and must not use capturing groups. An entry with
+    ``attrs: {stop: "yes"}`` is a list of longer phrases that only shadow the dictionary's own
+    shorter terms (the longest match wins, then the stop hit is dropped): "radiation
+    pneumonitis" keeps "radiation" from counting as a treatment.
     """
 
     model_config = _FROZEN

@@ -77,6 +77,7 @@ REPORT_SECTIONS: dict[str, str] = {
     "regions": "Regions",
     "included-trials": "Included trials",
     "screening": "Excluded trials",
+    "overrides": "Reviewer overrides",
     "methods": "Methods and provenance",
 }
 
@@ -118,6 +119,57 @@ def _title(study: Mapping[str, Any]) -> str:
     return str(ident.get("briefTitle") or ident.get("officialTitle") or "")
 
 
+def _lead_sponsor(study: Mapping[str, Any]) -> str:
+    module = study.get("protocolSection", {}).get("sponsorCollaboratorsModule", {})
+    return str((module.get("leadSponsor") or {}).get("name") or "")
+
+
+def _short(text: str, limit: int = 240) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _call_evidence(evidence: str, rule: str) -> str:
+    """The evidence behind one screening call: the override if any, else the deciding rule."""
+    try:
+        items = json.loads(evidence or "[]")
+    except (TypeError, ValueError):
+        return ""
+    for wanted in ("override", rule):
+        chosen = [i for i in items if isinstance(i, dict) and i.get("rule") == wanted]
+        if chosen:
+            item = chosen[-1]
+            return _short(f"{item.get('field', '')}: {item.get('text', '')}")
+    return ""
+
+
+def _override_rows(screening: pd.DataFrame, classification: pd.DataFrame) -> list[dict]:
+    """Every reviewer override in force: what it set, who, when and why (for the report)."""
+    rows = []
+    for r in screening[screening["overridden"].astype(bool)].itertuples(index=False):
+        rows.append(
+            {
+                "nct_id": r.nct_id,
+                "variable": "decision",
+                "value": r.decision + (f" ({r.reason})" if r.reason else ""),
+                "evidence": _call_evidence(r.evidence, "override"),
+            }
+        )
+    if "overridden" in classification.columns:
+        chosen = classification[classification["overridden"].fillna(False).astype(bool)]
+        for (nct, variable), group in chosen.groupby(["nct_id", "variable"], sort=True):
+            first = group.iloc[0]
+            rows.append(
+                {
+                    "nct_id": nct,
+                    "variable": variable,
+                    "value": "; ".join(map(str, group["value"])),
+                    "evidence": _short(f"{first['field']}: {first['evidence']}"),
+                }
+            )
+    return rows
+
+
 def _version_holder(study: Mapping[str, Any]) -> str | None:
     misc = study.get("derivedSection", {}).get("miscInfoModule", {})
     value = misc.get("versionHolder")
@@ -136,6 +188,31 @@ def _counted(
             progress(1, None, "")
 
 
+def _current_snapshots(store: Any) -> dict[str, Any]:
+    """Source and data timestamp over every snapshot that still holds a current study.
+
+    ``snapshot_info`` describes the latest snapshot only; after several imports or harvests
+    the trials come from several, and the report must not date all of them by the last one
+    (e.g. a 2024 file imported after a 2026 one).
+    """
+    con = getattr(store, "con", None)
+    if con is None:
+        return {}
+    rows = con.execute(
+        """SELECT s.source, s.data_timestamp, max(s.retrieved_at)
+           FROM snapshots s JOIN study_versions v USING (snapshot_id)
+           WHERE v.is_current GROUP BY ALL ORDER BY 3"""
+    ).fetchall()
+    if len(rows) <= 1:
+        return {}
+    sources = list(dict.fromkeys(str(r[0]) for r in rows))
+    stamps = sorted({str(r[1]) for r in rows if r[1]})
+    out: dict[str, Any] = {"source": f"{len(sources)} sources: " + "; ".join(sources)}
+    if stamps:
+        out["data_timestamp"] = stamps[0] if len(stamps) == 1 else f"{stamps[0]} to {stamps[-1]}"
+    return out
+
+
 def _load_inputs(
     studies_or_store: Any,
 ) -> tuple[list[dict], int, dict[str, Any]]:
@@ -145,6 +222,7 @@ def _load_inputs(
         studies = list(store.iter_studies())
         hits = int(store.hit_summary().get("entries_read", len(studies)))
         snapshot = dict(store.snapshot_info() or {})
+        snapshot.update(_current_snapshots(store))
     else:
         studies = list(studies_or_store)
         hits = len(studies)
@@ -398,10 +476,16 @@ def write_landscape_report(
             "phase": by_nct["phase"].get(nct, ""),
             "status": by_nct["status"].get(nct, ""),
             "sponsor_type": by_nct["sponsor_type"].get(nct, ""),
+            "sponsor": _lead_sponsor(by_id.get(nct, {})),
         }
         for nct in sorted(included_ids)
     ]
-    excluded_rows = screening_out[screening_out["decision"] != "included"]
+    excluded_rows = screening_out[screening_out["decision"] != "included"].copy()
+    excluded_rows["evidence"] = [
+        _call_evidence(ev, reason)
+        for ev, reason in zip(excluded_rows["evidence"], excluded_rows["reason"], strict=True)
+    ]
+    excluded_rows["overridden"] = excluded_rows["overridden"].astype(bool)
     provenance = {
         "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "protocol": proto.name,
@@ -446,9 +530,10 @@ def write_landscape_report(
         "kept_major": len(kept_major),
         "kept_sub": len(kept_sub),
         "included_trials": included_rows,
-        "excluded_trials": excluded_rows[["nct_id", "title", "reason_label"]]
-        .astype(str)
-        .to_dict("records"),
+        "excluded_trials": excluded_rows[
+            ["nct_id", "title", "reason_label", "evidence", "overridden"]
+        ].to_dict("records"),
+        "overrides": _override_rows(screening, classification),
         "table_names": sorted(table_files),
         "majors": INNOVATION_MAJORS,
         # `make demo` writes the imaging report beside this one (build/demo/imaging)
@@ -488,6 +573,12 @@ def explain_rows(explain: pd.DataFrame, spec: str) -> pd.DataFrame:
         mask &= explain["value"] == value.strip()
     rows = explain[mask]
     if rows.empty:
+        values = explain.loc[explain["variable"] == variable.strip(), "value"]
+        if not values.empty:  # a known variable: say which values it has
+            known = ", ".join(sorted(set(values.astype(str))))
+            raise DataError(
+                f"--explain {spec!r} matches no table cell; {variable.strip()} values: {known}"
+            )
         known = ", ".join(sorted(set(explain["variable"])))
         raise DataError(f"--explain {spec!r} matches no table cell; variables: {known}")
     return rows

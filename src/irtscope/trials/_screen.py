@@ -261,7 +261,9 @@ def _rule_required(
     if not crit.fields and name == "radiotherapy":
         interventions = get_path(st.study, "protocolSection.armsInterventionsModule.interventions")
         for i, iv in enumerate(interventions or ()):
-            if iv.get("type") == "RADIATION":
+            if iv.get("type") == "RADIATION" and not cp.lexicon.only_stop_phrases(
+                str(iv.get("name") or ""), name
+            ):
                 path = f"armsInterventionsModule.interventions[{i}].type"
                 return RuleResult(True, 1.0, [_ev(crit.id, path, f"RADIATION: {iv.get('name')}")])
     tiers = (crit.fields,) if crit.fields else (_INTERVENTION_KINDS, _FALLBACK_KINDS)

@@ -152,6 +152,14 @@ def _iter_json_stream(stream: IO[bytes], path: str) -> Iterator[RawRecord]:
     if not head:
         yield RawRecord(path, "file", error="empty file")
         return
+    if head[:1] not in (b"[", b"{"):
+        yield RawRecord(
+            path,
+            "file",
+            error=f"not API v2 JSON (a list or object) nor a registry CSV (header 'NCT Number,"
+            f"...'): starts with {bytes(head[:16])!r}",
+        )
+        return
     if head[:1] == b"[":
         try:
             value = orjson.loads(buffered.read())
@@ -215,8 +223,19 @@ def _iter_zip(path: Path) -> Iterator[RawRecord]:
                 yield RawRecord(member, "file", error=f"unreadable member: {exc}")
 
 
-def _looks_like_csv(head: bytes) -> bool:
-    return head.lstrip(b"\xef\xbb\xbf").startswith(b"NCT Number")
+def _looks_like_csv(head: bytes, name: str) -> bool:
+    """A registry CSV: by its header, or a ``.csv`` name on anything that is not JSON.
+
+    A ``.csv`` file with another header goes to the CSV reader too, which then says which
+    registry columns are missing (rather than "invalid JSON" about a file that never was).
+    """
+    head = head.lstrip(b"\xef\xbb\xbf")
+    first = head.split(b"\n", 1)[0]
+    if head.startswith(b"NCT Number") or (b"NCT Number" in first and b"," in first):
+        return True
+    return first.lstrip()[:1] not in (b"[", b"{") and name.lower().removesuffix(".gz").endswith(
+        ".csv"
+    )
 
 
 def iter_file(path: str | Path) -> Iterator[RawRecord]:
@@ -237,7 +256,7 @@ def iter_file(path: str | Path) -> Iterator[RawRecord]:
         stream = _open_binary(path)
         with stream:
             head = stream.peek(64)[:64] if hasattr(stream, "peek") else b""
-            if _looks_like_csv(head):
+            if _looks_like_csv(head, path.name):
                 from irtscope.trials._sources_csv import iter_csv_records
 
                 text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
@@ -245,7 +264,9 @@ def iter_file(path: str | Path) -> Iterator[RawRecord]:
             else:
                 yield from _iter_json_stream(stream, str(path))
     except (OSError, EOFError, gzip.BadGzipFile) as exc:
-        yield RawRecord(str(path), "file", error=f"unreadable file: {exc}")
+        yield RawRecord(str(path), "file", error=f"unreadable file (truncated or corrupt?): {exc}")
+    except UnicodeDecodeError as exc:
+        yield RawRecord(str(path), "file", error=f"not UTF-8 text: {exc}")
 
 
 def iter_batches(records: Iterable[RawRecord], size: int) -> Iterator[list[RawRecord]]:

@@ -72,6 +72,10 @@ _POST_CUES = re.compile(
     r"forbidden|ineligible|not\s+permitted)|not (?:allowed|permitted|eligible)|excluded|"
     r"prohibited|naive|na[iï]ve)\b"
 )
+_SCOPE_BREAK = re.compile(
+    r"\b(?:receiv\w*|undergo\w*|(?:will|to)\s+be\s+(?:given|treated|administered|delivered|"
+    r"randomi[sz]ed)|randomi[sz]ed\s+to|assigned\s+to|followed\s+by)\b"
+)
 # literal first: re's prefix search makes this cheap on long eligibility texts
 _EXCLUSION_HEAD = re.compile(r"exclusions?(?:\s+criteria\b|\s*:)")
 
@@ -272,9 +276,21 @@ def is_negated(lower: str, start: int, end: int) -> bool:
     )
     if cut >= lo:
         lo = cut + 1
-    if _PRE_CUES.search(lower, lo, start):
+    cues = list(_PRE_CUES.finditer(lower, lo, start))
+    if cues and not _scope_ends(lower[cues[-1].end() : start]):
         return True
     return _POST_CUES.match(lower, end, min(len(lower), end + 60)) is not None
+
+
+def _scope_ends(between: str) -> bool:
+    """Whether a verb of treatment between a cue and a mention ends the cue's scope.
+
+    "patients not eligible for surgery will receive SBRT", "patients without EGFR mutations
+    receive SABR": the cue negates the words next to it, not the treatment the trial gives.
+    A verb right after the cue stays under it ("did not receive radiotherapy").
+    """
+    m = _SCOPE_BREAK.search(between)
+    return m is not None and bool(between[: m.start()].strip(" ,-/"))
 
 
 def _tokens(term: str) -> list[str]:
@@ -368,6 +384,15 @@ class Lexicon:
         self.dictionaries = {d.name: d for d in dictionaries}
         self._literal: dict[str, list[tuple[str, str]]] = {}
         self._patterns: list[tuple[str, str, str]] = []
+        # "stop" entries (attrs {stop: "yes"}) only shadow a shorter term of their dictionary:
+        # the longest match wins, so "radiation pneumonitis" is found and then dropped instead
+        # of leaving "radiation" (a treatment) to match inside it.
+        self._stop = {
+            (d.name, e.label)
+            for d in self.dictionaries.values()
+            for e in d.entries
+            if e.attrs.get("stop") == "yes"
+        }
         for d in self.dictionaries.values():
             for entry in d.entries:
                 for term in entry.terms:
@@ -451,7 +476,10 @@ class Lexicon:
         for matched, start, end in self._literal_matches(lower):
             owners = self._owners.get(matched)
             if owners is None:
-                owners = self._owners[matched] = self._literal.get(_key(matched), [])
+                owners = self._literal.get(_key(matched), [])
+                if self._stop:
+                    owners = [o for o in owners if o not in self._stop]
+                self._owners[matched] = owners
             for d, label in owners:
                 yield d, label, start, end, lower
         for (d, label, rx), prefix in zip(self._pattern_rx, self._pattern_prefix, strict=True):
@@ -459,6 +487,22 @@ class Lexicon:
                 continue
             for m in rx.finditer(lower):
                 yield d, label, m.start(), m.end(), lower
+
+    def only_stop_phrases(self, text: str, dictionary: str) -> bool:
+        """Whether ``text`` names ``dictionary`` terms only inside its stop phrases.
+
+        E.g. an intervention of registry type RADIATION named "Far Infrared Radiation": the
+        type says radiation, the name says it is not radiotherapy.
+        """
+        lower = text.lower()
+        stopped = False
+        for d, _label, *_ in self.scan_text(text, lower):
+            if d == dictionary:
+                return False
+        for matched, _start, _end in self._literal_matches(lower):
+            owners = self._literal.get(_key(matched), ())
+            stopped |= any(o in self._stop and o[0] == dictionary for o in owners)
+        return stopped
 
     def _literal_matches(self, lower: str) -> Iterator[tuple[str, int, int]]:
         """(matched text, start, end) of every dictionary term in ``lower``, left to right."""
