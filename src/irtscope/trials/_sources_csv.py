@@ -23,6 +23,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from irtscope.trials._normalize import _get
 from irtscope.trials._sources_files import RawRecord
 
 CSV_COLUMNS: tuple[str, ...] = (
@@ -258,14 +259,6 @@ def iter_csv_records(text: IO[str], path: str) -> Iterator[RawRecord]:
             yield RawRecord(path, position, study=csv_row_to_study(row))
     except csv.Error as exc:
         yield RawRecord(path, f"line {reader.line_num}", error=f"bad CSV: {exc}")
-
-
-def _get(mapping: Any, *keys: str) -> Any:
-    for key in keys:
-        if not isinstance(mapping, dict):
-            return None
-        mapping = mapping.get(key)
-    return mapping
 
 
 def study_to_csv_row(study: dict[str, Any]) -> dict[str, str]:
