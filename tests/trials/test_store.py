@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import copy
 import gzip
+import json
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
+from irtscope._errors import DataError
 from irtscope.trials import Store
 from irtscope.trials._normalize import normalize_study, parse_partial_date
 from irtscope.trials._sources_files import RawRecord
@@ -46,10 +48,38 @@ def _ingest(store: Store, studies: list[dict], source: str = "mem") -> Any:
 def test_empty_store_has_schema_version() -> None:
     with Store(":memory:") as store:
         assert store.study_count() == 0
-        assert store.con.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
+        assert store.con.execute("SELECT version FROM schema_version").fetchall() == [(2,)]
         assert list(store.iter_studies()) == []
         assert store.hit_summary()["entries_read"] == 0
         assert store.snapshot_info()["source"] is None
+
+
+def test_store_of_the_older_schema_is_read_but_not_written(tmp_path: Path) -> None:
+    db = tmp_path / "old.duckdb"
+    with Store(db) as store:
+        _ingest(store, [_study("NCT00000001")])
+        store.con.execute("UPDATE schema_version SET version = 1")
+    with pytest.raises(DataError, match="older irtscope"):
+        Store(db).open()
+    with Store(db, read_only=True) as store:
+        assert store.study_count() == 1
+        ids = [s["protocolSection"]["identificationModule"]["nctId"] for s in store.iter_studies()]
+        assert ids == ["NCT00000001"]
+
+
+def test_store_file_is_attached_with_small_row_groups(tmp_path: Path) -> None:
+    """Row groups fill per import batch and go straight to the file (see ``_attach``)."""
+    from irtscope.trials._store import ROW_GROUP_SIZE
+
+    db = tmp_path / "rg.duckdb"
+    studies = [_study(f"NCT{i:08d}") for i in range(ROW_GROUP_SIZE + 10)]
+    with Store(db) as store:
+        _ingest(store, studies)
+        groups = store.con.execute(
+            "SELECT count(DISTINCT row_group_id) FROM pragma_storage_info('study_versions')"
+        ).fetchone()
+        assert groups is not None and groups[0] == 2
+    assert not (tmp_path / ".tmp").exists() and not Path(".tmp").exists()
 
 
 def test_file_store_reopens(tmp_path: Path) -> None:
@@ -92,11 +122,18 @@ def test_same_content_twice_changes_nothing() -> None:
     with Store(":memory:") as store:
         _ingest(store, [_study("NCT00000001"), _study("NCT00000002")], source="a")
         before = store.table_counts()
-        # Key order must not matter: the version is a hash of canonical JSON.
-        reordered = [dict(reversed(list(_study("NCT00000001").items())))]
-        report = _ingest(store, reordered, source="a")
+        # Whitespace must not matter: the version is a hash of canonical (compact) JSON, so
+        # a pretty-printed export (bulk zip) of the same version is the same version.
+        pretty = json.dumps(_study("NCT00000001"), indent=2).encode()
+        report = store.import_records([RawRecord("a", "item 0", raw=pretty)], source="a")
         assert report.identical == 1 and report.new_studies == 0
         assert store.table_counts() == before
+        # Text, escapes and key order are kept as written: a record that differs in them
+        # is another version (whose fields are the same), never a silent overwrite.
+        reordered = json.dumps(dict(reversed(list(_study("NCT00000001").items())))).encode()
+        report = store.import_records([RawRecord("c", "item 0", raw=reordered)], source="c")
+        assert report.new_versions + report.older_versions == 1 and report.identical == 0
+        assert store.study_count() == 2
 
 
 def test_duplicates_within_one_batch_are_counted() -> None:

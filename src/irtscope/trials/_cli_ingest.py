@@ -12,6 +12,8 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
+from irtscope.trials._sources_files import DEFAULT_BATCH_SIZE
+
 DbOption = Annotated[
     Path | None,
     typer.Option(
@@ -75,7 +77,9 @@ def register(app: typer.Typer) -> None:
             ),
         ],
         db: DbOption = None,
-        batch_size: Annotated[int, typer.Option(help="Records per insert batch.")] = 1000,
+        batch_size: Annotated[
+            int, typer.Option(help="Records per insert batch.")
+        ] = DEFAULT_BATCH_SIZE,
     ) -> None:
         """Import registry files into the trials database (idempotent)."""
         from irtscope._console import err_console, info, progress_bar

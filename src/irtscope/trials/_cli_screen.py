@@ -60,8 +60,10 @@ def read_study_files(paths: list[Path]) -> list[dict]:
             if record.error is not None:
                 where = f", {record.position}" if record.position not in (None, "file") else ""
                 raise DataError(f"{record.path}{where}: {record.error}")
-            if record.study is not None:
-                studies.append(record.study)
+            study = record.load()
+            if not isinstance(study, dict) or not isinstance(study.get("protocolSection"), dict):
+                raise DataError(f"{record.path}, {record.position}: not an API v2 study")
+            studies.append(study)
     return studies
 
 

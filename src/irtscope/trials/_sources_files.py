@@ -23,8 +23,9 @@ import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypedDict
 
+import msgspec
 import orjson
 
 from irtscope._errors import DataError
@@ -33,8 +34,10 @@ logger = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[int, "int | None", str], None]
 
-#: Records handed to the store per batch; bounds memory for streamed inputs.
-DEFAULT_BATCH_SIZE = 1000
+#: Records handed to the store per batch; bounds memory for streamed inputs. One batch fills
+#: one row group of the store file (``_store.ROW_GROUP_SIZE``), which DuckDB then writes
+#: straight to the file instead of through its write-ahead log.
+DEFAULT_BATCH_SIZE = 2048
 #: Read buffer: records are ~20 kB lines, so the default 8 kB buffer splits every line
 #: over several reads and joins the pieces again.
 _READ_BUFFER = 1 << 20
@@ -42,12 +45,33 @@ _READ_BUFFER = 1 << 20
 
 @dataclass(frozen=True)
 class RawRecord:
-    """One entry read from a file: a study dict, or the reason it could not be read."""
+    """One entry read from a file: its JSON bytes (``raw``), a study dict (sources that build
+    one, like CSV), or the reason it could not be read.
+
+    Readers of JSON pass bytes on unparsed: the store parses each record once, and only the
+    parts it indexes (see :func:`irtscope.trials._normalize.indexed_fields`).
+    """
 
     path: str
     position: str
     study: dict[str, Any] | None = None
     error: str | None = None
+    raw: bytes | None = None
+
+    def load(self) -> Any:
+        """The whole record as Python objects (``None`` for an error entry).
+
+        Raises
+        ------
+        DataError
+            When ``raw`` is not well-formed JSON (naming the file and position).
+        """
+        if self.study is not None or self.raw is None:
+            return self.study
+        try:
+            return orjson.loads(self.raw)
+        except orjson.JSONDecodeError as exc:
+            raise DataError(f"{self.path}, {self.position}: invalid JSON: {exc}") from exc
 
 
 @dataclass
@@ -114,35 +138,59 @@ def _open_binary(path: Path) -> IO[bytes]:
     return path.open("rb", buffering=_READ_BUFFER)
 
 
-def _studies_from_value(value: Any, path: str, where: str) -> Iterator[RawRecord]:
-    """A parsed JSON value -> study records (list, page, or a single study).
+_RAW_LIST = msgspec.json.Decoder(list[msgspec.Raw])
 
-    ``where`` locates the value ("line 7" in JSONL, "" for a whole file); positions read like
-    ``line 7``, ``item 12`` or ``line 3 studies[4]``.
+
+class _Envelope(TypedDict, total=False):
+    studies: list[msgspec.Raw]
+
+
+_ENVELOPE = msgspec.json.Decoder(_Envelope)
+#: The registry writes ``protocolSection`` first: such a value is a study, not a page, and
+#: needs no envelope check (a malformed one is reported when the store parses it).
+_STUDY_START = b'{"protocolSection"'
+
+
+def _split_value(data: bytes, path: str, where: str) -> Iterator[RawRecord]:
+    """One JSON value (a whole file or one line) -> its study records, still as bytes.
+
+    Lists and ``{"studies": [...]}`` pages are split into their items without parsing the
+    items (``msgspec.Raw`` only finds where each one ends); the store parses each study
+    once. ``where`` locates the value ("line 7" in JSONL, "" for a whole file); positions
+    read like ``line 7``, ``item 12`` or ``line 3 studies[4]``.
     """
     prefix = f"{where} " if where else ""
-    if isinstance(value, list):
-        for i, item in enumerate(value):
-            yield _check(item, path, f"{prefix}item {i}")
-    elif isinstance(value, dict) and isinstance(value.get("studies"), list):
-        for i, item in enumerate(value["studies"]):
-            yield _check(item, path, f"{prefix}studies[{i}]")
-    elif isinstance(value, dict):
-        yield _check(value, path, where or "item 0")
-    else:
-        yield RawRecord(
-            path,
-            where or "file",
-            error=f"expected a JSON object or list, got {type(value).__name__}",
-        )
-
-
-def _check(item: Any, path: str, position: str) -> RawRecord:
-    if not isinstance(item, dict):
-        return RawRecord(path, position, error=f"not a JSON object ({type(item).__name__})")
-    if not isinstance(item.get("protocolSection"), dict):
-        return RawRecord(path, position, error="no protocolSection: not an API v2 study")
-    return RawRecord(path, position, study=item)
+    head = data[:1] if data[:1] in (b"[", b"{") else data.lstrip()[:1]
+    if head == b"{" and data.startswith(_STUDY_START):
+        yield RawRecord(path, where or "item 0", raw=data)
+        return
+    try:
+        if head == b"[":
+            items: list[msgspec.Raw] | None = _RAW_LIST.decode(data)
+            label = "item"
+        elif head == b"{":
+            try:
+                items = _ENVELOPE.decode(data).get("studies")
+            except msgspec.ValidationError:  # "studies" that is not a list: not a page
+                items = None
+            label = "studies"
+        else:
+            value = msgspec.json.decode(data)
+            yield RawRecord(
+                path,
+                where or "file",
+                error=f"expected a JSON object or list, got {type(value).__name__}",
+            )
+            return
+    except msgspec.DecodeError as exc:
+        yield RawRecord(path, where or "file", error=f"invalid JSON: {exc}")
+        return
+    if items is None:
+        yield RawRecord(path, where or "item 0", raw=data)
+        return
+    for i, item in enumerate(items):
+        position = f"{prefix}item {i}" if label == "item" else f"{prefix}studies[{i}]"
+        yield RawRecord(path, position, raw=bytes(item))
 
 
 def _iter_json_stream(stream: IO[bytes], path: str) -> Iterator[RawRecord]:
@@ -161,36 +209,20 @@ def _iter_json_stream(stream: IO[bytes], path: str) -> Iterator[RawRecord]:
         )
         return
     if head[:1] == b"[":
-        try:
-            value = orjson.loads(buffered.read())
-        except orjson.JSONDecodeError as exc:
-            yield RawRecord(path, "file", error=f"invalid JSON: {exc}")
-            return
-        yield from _studies_from_value(value, path, "")
+        yield from _split_value(buffered.read(), path, "")
         return
     # '{' : JSONL (studies or pages, one per line) or one pretty-printed object.
     first = buffered.readline()
     try:
-        first_value = orjson.loads(first)
-    except orjson.JSONDecodeError:
-        rest = buffered.read()
-        try:
-            value = orjson.loads(first + rest)
-        except orjson.JSONDecodeError as exc:
-            yield RawRecord(path, "file", error=f"invalid JSON: {exc}")
-            return
-        yield from _studies_from_value(value, path, "")
+        msgspec.json.decode(first, type=msgspec.Raw)
+    except msgspec.DecodeError:
+        yield from _split_value(first + buffered.read(), path, "")
         return
-    yield from _studies_from_value(first_value, path, "line 1")
+    yield from _split_value(first, path, "line 1")
     for lineno, line in enumerate(buffered, start=2):
         if line.isspace():  # blank line (isspace stops at the first non-blank: no copy)
             continue
-        try:
-            value = orjson.loads(line)
-        except orjson.JSONDecodeError as exc:
-            yield RawRecord(path, f"line {lineno}", error=f"invalid JSON: {exc}")
-            continue
-        yield from _studies_from_value(value, path, f"line {lineno}")
+        yield from _split_value(line, path, f"line {lineno}")
 
 
 def _iter_zip(path: Path) -> Iterator[RawRecord]:
