@@ -63,6 +63,21 @@ def _expected(server: FakeCtgov) -> set[tuple[str, str]]:
     return {(nct, q.name) for q in QUERIES for nct in server.expected(q.params())}
 
 
+def test_harvested_and_imported_copies_of_a_record_are_one_version(
+    records: list[dict], ctgov_dir: Path
+) -> None:
+    """Pages keep each study's bytes; a file of the same records adds no new version."""
+    from irtscope.trials import import_paths
+
+    with FakeCtgov(records) as server, Store(":memory:") as store:
+        with _client(server) as client:
+            result = harvest(store, QUERIES[:1], client=client, page_size=40)
+        report = import_paths(store, [ctgov_dir / "nsclc_150.json.gz"])
+        assert report.new_versions == report.older_versions == 0
+        assert report.identical == result.unique > 0
+        assert report.new_studies == len(records) - result.unique
+
+
 def test_harvest_gets_every_match_exactly_once(records: list[dict]) -> None:
     with FakeCtgov(records) as server, Store(":memory:") as store:
         with _client(server) as client:

@@ -11,7 +11,6 @@ from typing import Any
 import orjson
 import pytest
 
-from irtscope._errors import DataError
 from irtscope.trials import Store
 from irtscope.trials._normalize import normalize_study, parse_partial_date
 from irtscope.trials._sources_files import RawRecord
@@ -48,23 +47,25 @@ def _ingest(store: Store, studies: list[dict], source: str = "mem") -> Any:
 def test_empty_store_has_schema_version() -> None:
     with Store(":memory:") as store:
         assert store.study_count() == 0
-        assert store.con.execute("SELECT version FROM schema_version").fetchall() == [(2,)]
+        assert store.con.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
         assert list(store.iter_studies()) == []
         assert store.hit_summary()["entries_read"] == 0
         assert store.snapshot_info()["source"] is None
 
 
-def test_store_of_the_older_schema_is_read_but_not_written(tmp_path: Path) -> None:
+def test_store_with_older_version_ids_recognises_its_studies(tmp_path: Path) -> None:
+    """Stores written before ids hashed compact bytes (they hashed key-sorted JSON) still
+    see a re-imported study as the version they hold: versions are compared as values."""
     db = tmp_path / "old.duckdb"
+    study = _study("NCT00000001")
     with Store(db) as store:
-        _ingest(store, [_study("NCT00000001")])
-        store.con.execute("UPDATE schema_version SET version = 1")
-    with pytest.raises(DataError, match="older irtscope"):
-        Store(db).open()
-    with Store(db, read_only=True) as store:
+        _ingest(store, [study])
+        store.con.execute("UPDATE study_versions SET version = 'sha256-style-old-id'")
+        store.con.execute("UPDATE studies SET version = 'sha256-style-old-id'")
+    with Store(db) as store:
+        report = _ingest(store, [study], source="again")
+        assert (report.identical, report.new_versions) == (1, 0)
         assert store.study_count() == 1
-        ids = [s["protocolSection"]["identificationModule"]["nctId"] for s in store.iter_studies()]
-        assert ids == ["NCT00000001"]
 
 
 def test_store_file_is_attached_with_small_row_groups(tmp_path: Path) -> None:
@@ -122,18 +123,34 @@ def test_same_content_twice_changes_nothing() -> None:
     with Store(":memory:") as store:
         _ingest(store, [_study("NCT00000001"), _study("NCT00000002")], source="a")
         before = store.table_counts()
-        # Whitespace must not matter: the version is a hash of canonical (compact) JSON, so
-        # a pretty-printed export (bulk zip) of the same version is the same version.
-        pretty = json.dumps(_study("NCT00000001"), indent=2).encode()
-        report = store.import_records([RawRecord("a", "item 0", raw=pretty)], source="a")
-        assert report.identical == 1 and report.new_studies == 0
-        assert store.table_counts() == before
-        # Text, escapes and key order are kept as written: a record that differs in them
-        # is another version (whose fields are the same), never a silent overwrite.
-        reordered = json.dumps(dict(reversed(list(_study("NCT00000001").items())))).encode()
-        report = store.import_records([RawRecord("c", "item 0", raw=reordered)], source="c")
-        assert report.new_versions + report.older_versions == 1 and report.identical == 0
-        assert store.study_count() == 2
+        # Writing must not matter: whitespace (pretty-printed bulk zip), key order and
+        # escapes (Python's ensure_ascii) give the same version, compared as JSON values.
+        study = _study("NCT00000001")
+        study["protocolSection"]["identificationModule"]["officialTitle"] = "Étude – phase 2"
+        _ingest(store, [study], source="s")
+        before = store.table_counts()
+        writings = [
+            json.dumps(study, indent=2).encode(),
+            json.dumps(dict(reversed(list(study.items()))), ensure_ascii=False).encode(),
+            json.dumps(study).replace("/", "\\/").encode(),
+        ]
+        for i, raw in enumerate(writings):
+            report = store.import_records([RawRecord("s", f"item {i}", raw=raw)], source="s")
+            assert (report.identical, report.new_versions, report.new_studies) == (1, 0, 0)
+        counts = store.table_counts()
+        stored = [k for k in counts if k not in ("entries", "snapshots")]  # hits are logged
+        assert {k: counts[k] - before[k] for k in stored} == dict.fromkeys(stored, 0)
+        # every entry points at the one stored version
+        versions = store.con.execute(
+            "SELECT DISTINCT version FROM entries WHERE nct_id = 'NCT00000001' AND source = 's'"
+        ).fetchall()
+        assert len(versions) == 1
+        # a change of content is another version
+        study["protocolSection"]["identificationModule"]["officialTitle"] = "Étude – phase 3"
+        report = store.import_records(
+            [RawRecord("s", "item 9", raw=json.dumps(study).encode())], source="s"
+        )
+        assert report.new_versions == 1
 
 
 def test_duplicates_within_one_batch_are_counted() -> None:

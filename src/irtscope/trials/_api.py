@@ -19,9 +19,10 @@ import random
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 import httpx
+import msgspec
 import orjson
 
 from irtscope._errors import ConfigError, FetchError
@@ -145,7 +146,9 @@ class CtgovClient:
                 now = self._clock()
         self._last_request = now
 
-    def _attempt(self, url: str, params: dict[str, Any]) -> Any:
+    def _attempt(
+        self, url: str, params: dict[str, Any], parse: Callable[[bytes], Any] = orjson.loads
+    ) -> Any:
         self._throttle()
         self.requests_made += 1
         try:
@@ -165,12 +168,21 @@ class CtgovClient:
             text = content[:300].decode("utf-8", "replace").strip()
             raise FetchError(f"{response.request.url} answered HTTP {response.status_code}: {text}")
         try:
-            return orjson.loads(content)
-        except orjson.JSONDecodeError as exc:
+            return parse(content)
+        except msgspec.ValidationError as exc:  # well-formed, but not what was asked for
+            raise FetchError(
+                f"{url} answered something that is not a page of studies: {exc}"
+            ) from exc
+        except (orjson.JSONDecodeError, msgspec.DecodeError) as exc:
             # A body cut short with a matching Content-Length still fails here: retry.
             raise _Retryable(f"invalid JSON body ({exc})") from exc
 
-    def get_json(self, path: str, params: dict[str, Any] | None = None) -> Any:
+    def get_json(
+        self,
+        path: str,
+        params: dict[str, Any] | None = None,
+        parse: Callable[[bytes], Any] = orjson.loads,
+    ) -> Any:
         """GET ``base_url + path`` and parse JSON, retrying transient failures.
 
         Raises
@@ -184,7 +196,7 @@ class CtgovClient:
         last = ""
         for attempt in range(self.max_retries + 1):
             try:
-                return self._attempt(url, params)
+                return self._attempt(url, params, parse)
             except _Retryable as exc:
                 last = str(exc)
                 if attempt == self.max_retries:
@@ -217,16 +229,31 @@ class CtgovClient:
     def page(
         self, query: QuerySpec, page_token: str | None = None, page_size: int = MAX_PAGE_SIZE
     ) -> dict[str, Any]:
-        """One page of ``/studies`` for ``query``; parameters unchanged between pages."""
+        """One page of ``/studies`` for ``query``; parameters unchanged between pages.
+
+        ``page["studies"]`` holds each study as the bytes received (``msgspec.Raw``).
+        """
         params: dict[str, Any] = {**query.params(), "pageSize": min(page_size, MAX_PAGE_SIZE)}
         if page_token:
             params["pageToken"] = page_token
-        page = self.get_json("studies", params)
-        if not isinstance(page, dict) or not isinstance(page.get("studies"), list):
+        page = self.get_json("studies", params, _PAGE.decode)
+        if "studies" not in page:
             raise FetchError(
                 f"{self.base_url}/studies answered something that is not a page of studies"
             )
         return page
+
+
+class _Page(TypedDict, total=False):
+    studies: list[msgspec.Raw]
+    nextPageToken: str | None
+    totalCount: int
+
+
+#: Pages keep each study as the bytes the registry sent (``msgspec.Raw``), unparsed: the
+#: store parses each once and keeps those bytes (whitespace removed) as the study's raw
+#: JSON, exactly as it does for a file of the same records.
+_PAGE = msgspec.json.Decoder(_Page)
 
 
 @dataclass

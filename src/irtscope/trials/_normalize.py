@@ -5,13 +5,13 @@ counts, filters and joins run in SQL. Every function here is pure: a dict in, pl
 values out, so the same code serves the JSON, CSV and API sources.
 
 A *version* of a study is identified by a hash of its canonical JSON: the record's bytes with
-every insignificant whitespace removed (keys, escapes and numbers exactly as the registry
-wrote them). The registry re-exports a record whenever any part changes, and two exports of
-the same version are byte-identical once whitespace is gone, whether they came pretty-printed
-(bulk zip) or compact (API pages, JSONL). Canonicalising the bytes, rather than re-serialising
-a parsed dict with sorted keys, lets the store keep a record without ever building its full
-Python object tree: that tree cost more than half of import time. Which of two versions is
-*newer* is decided by
+every insignificant whitespace removed (keys, escapes and numbers as the writer wrote them).
+Making that form costs one C pass over the bytes, where re-serialising a parsed dict with
+sorted keys meant building the record's whole Python object tree, which cost more than half
+of import time. Two writings of one version (pretty-printed bulk zip, Python's ``\\u``
+escapes, another key order) hash differently, so when a study is already stored under
+another id the store compares the parsed JSON values before calling the record a new
+version (``_store._ContentMatcher``). Which of two versions is *newer* is decided by
 ``lastUpdatePostDateStruct.date``, then ``derivedSection.miscInfoModule.versionHolder`` (the
 registry's own export date), then the order of arrival.
 """

@@ -62,8 +62,7 @@ from irtscope.trials._sources_files import ImportFailure, ImportReport, RawRecor
 
 logger = logging.getLogger(__name__)
 
-#: 2: version ids hash the record's own compact bytes (1 hashed key-sorted JSON).
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 1
 #: Rows per row group of the database file (DuckDB's default is 122,880; see ``_attach``).
 ROW_GROUP_SIZE = 2048
 _ALIAS = "trials_store"
@@ -411,15 +410,6 @@ class Store:
                 f"trials database schema {row[0]} is newer than this irtscope "
                 f"({SCHEMA_VERSION}); upgrade irtscope"
             )
-        elif row[0] < SCHEMA_VERSION:
-            con.execute("ROLLBACK")
-            raise DataError(
-                f"trials database schema {row[0]} was written by an older irtscope, whose "
-                "version ids (hashes of key-sorted JSON) differ from this one's (hashes of the "
-                "record as written, whitespace removed): importing into it would count known "
-                "records as new versions. It can still be read (--read-only commands); import "
-                "into a new --db"
-            )
         con.execute("COMMIT")
 
     # -- snapshots ----------------------------------------------------------------------
@@ -637,8 +627,10 @@ class Store:
 
         versions = batch.versions()
         nct_array = pa.array(ncts, pa.string())
-        version_array = pa.array(versions, pa.string())
-        con.register("_batch_keys", pa.table({"nct_id": nct_array, "version": version_array}))
+        con.register(
+            "_batch_keys",
+            pa.table({"nct_id": nct_array, "version": pa.array(versions, pa.string())}),
+        )
         try:
             known_versions: set[tuple[str, str]] = set()
             known_ids: set[str] = set()
@@ -654,13 +646,26 @@ class Store:
             con.unregister("_batch_keys")
 
         outcomes: list[str] = []
-        for key in zip(ncts, versions, strict=True):
+        twins = _ContentMatcher(con, batch, versions, known_ids)
+        for i, key in enumerate(zip(ncts, versions, strict=True)):
             if key in known_versions:
                 outcomes.append("identical")
                 continue
-            outcomes.append("other_version" if key[0] in known_ids else "new")
+            if key[0] in known_ids:
+                # Same study, other bytes: the same content written differently (escapes,
+                # key order, number format) is the stored version, not a new one.
+                match = twins.stored_version_with_same_content(i)
+                if match is not None:
+                    versions[i] = match
+                    outcomes.append("identical")
+                    continue
+                outcomes.append("other_version")
+            else:
+                outcomes.append("new")
+            twins.add(i)
             known_versions.add(key)
             known_ids.add(key[0])
+        version_array = pa.array(versions, pa.string())
         n_identical = outcomes.count("identical")
         kept = [o != "identical" for o in outcomes]
         keep = pa.array(kept, pa.bool_()) if n_identical else None
@@ -1112,6 +1117,64 @@ def _file_hash(path: Path) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return "file:xxh3_128:" + digest.hexdigest()
+
+
+class _ContentMatcher:
+    """Finds a stored (or earlier in the batch) version with the same content as a record.
+
+    Version ids hash a record's compact bytes as written, which costs nothing extra at
+    import; but two writers of the same record may differ in escapes (``\\u00e9`` or ``é``),
+    key order or number format. Only a study already known by its NCT id can be such a
+    twin, so only those are parsed whole and compared as JSON values, in one query per
+    batch for all of them (none at all in an import of new studies).
+    """
+
+    def __init__(
+        self, con: Any, batch: _Batch, versions: list[str], known_ids: set[str]
+    ) -> None:
+        self._con = con
+        self._batch = batch
+        self._versions = versions
+        self._known_ids = set(known_ids)  # the ids stored before this batch
+        self._candidates: dict[str, list[tuple[str, Any]]] | None = None
+
+    def _load(self) -> dict[str, list[tuple[str, Any]]]:
+        """Stored versions (id, raw text) of the batch's already-stored studies."""
+        pending = sorted(self._known_ids & set(self._batch.ncts))
+        candidates: dict[str, list[tuple[str, Any]]] = {nct: [] for nct in pending}
+        if pending:
+            self._con.register("_twin_ids", pa.table({"nct_id": pending}))
+            try:
+                rows = self._con.execute(
+                    "SELECT nct_id, version, raw FROM study_versions "
+                    "WHERE nct_id IN (SELECT nct_id FROM _twin_ids) ORDER BY seq"
+                ).fetchall()
+            finally:
+                self._con.unregister("_twin_ids")
+            for nct, version, raw in rows:
+                candidates[nct].append((version, raw))
+        return candidates
+
+    def add(self, index: int) -> None:
+        """Record ``index`` of the batch is stored: later records may be its twins."""
+        if self._candidates is None:
+            self._candidates = self._load()
+        nct = self._batch.ncts[index]
+        self._candidates.setdefault(nct, []).append((self._versions[index], index))
+
+    def stored_version_with_same_content(self, index: int) -> str | None:
+        if self._candidates is None:
+            self._candidates = self._load()
+        content = orjson.loads(self._batch.raws[index])
+        entries = self._candidates.get(self._batch.ncts[index], [])
+        for position, (version, raw) in enumerate(entries):
+            if not isinstance(raw, dict | list):  # parse each candidate once, when needed
+                text = self._batch.raws[raw] if isinstance(raw, int) else raw
+                raw = orjson.loads(text)
+                entries[position] = (version, raw)
+            if raw == content:
+                return version
+        return None
 
 
 class _BulkMode:
