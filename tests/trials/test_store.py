@@ -283,3 +283,18 @@ def test_partial_record_normalizes() -> None:
     rows = normalize_study({"protocolSection": {"identificationModule": {"nctId": "NCT1"}}})
     assert rows["studies"][0]["overall_status"] is None
     assert rows["locations"] == [] and rows["sponsors"] == []
+
+
+def test_raw_column_reuses_its_buffer_only_when_no_view_is_alive() -> None:
+    from irtscope.trials._store import _RawColumn
+
+    column = _RawColumn()
+    column.append(b'{"a":1}')
+    column.append(b'{"b":"\xc3\xa9"}')
+    view = column.arrow()
+    assert view.to_pylist() == ['{"a":1}', '{"b":"é"}'] and column[1] == b'{"b":"\xc3\xa9"}'
+    column.reset().append(b'{"c":3}')  # the old view must not see the new batch's bytes
+    assert view.to_pylist() == ['{"a":1}', '{"b":"é"}']
+    del view
+    column.reset().append(b'{"d":4}')
+    assert column.arrow().to_pylist() == ['{"d":4}'] and len(column) == 1

@@ -4,14 +4,14 @@ The raw study JSON stays the unit of truth (screening reads it); these rows exis
 counts, filters and joins run in SQL. Every function here is pure: a dict in, plain Python
 values out, so the same code serves the JSON, CSV and API sources.
 
-A *version* of a study is identified by a hash of its canonical JSON: the record's bytes with
-every insignificant whitespace removed (keys, escapes and numbers as the writer wrote them).
-Making that form costs one C pass over the bytes, where re-serialising a parsed dict with
-sorted keys meant building the record's whole Python object tree, which cost more than half
-of import time. Two writings of one version (pretty-printed bulk zip, Python's ``\\u``
-escapes, another key order) hash differently, so when a study is already stored under
-another id the store compares the parsed JSON values before calling the record a new
-version (``_store._ContentMatcher``). Which of two versions is *newer* is decided by
+A *version* of a study is identified by a hash of the bytes the store keeps of it: the
+record as written, minified if it was pretty-printed. That costs nothing beyond the one C
+parse an import needs anyway, where re-serialising a parsed dict with sorted keys meant
+building the record's whole Python object tree, more than half of import time. Two writings
+of one version (Python's ``\\u`` escapes, another key order, ``", "`` separators) hash
+differently, so when a study is already stored under another id the store compares the
+parsed JSON values before calling the record a new version (``_store._ContentMatcher``).
+Which of two versions is *newer* is decided by
 ``lastUpdatePostDateStruct.date``, then ``derivedSection.miscInfoModule.versionHolder`` (the
 registry's own export date), then the order of arrival.
 """
@@ -134,20 +134,28 @@ def canonical_json(study: Mapping[str, Any]) -> bytes:
 
 
 def canonical_bytes(raw: bytes) -> bytes:
-    """``raw`` JSON with all insignificant whitespace removed, checked as it goes.
+    """The bytes the store keeps of a record: as written, minified if pretty-printed.
+
+    A record without a line break is kept exactly as written (JSON strings cannot hold a
+    raw line break, so such a record has no indentation to remove); a pretty-printed one
+    (bulk zip members) loses its whitespace. Whether two writings are the same version is
+    decided by comparing JSON values (see the module docstring), so this form only has to
+    be cheap and deterministic; checking the JSON is left to the one parse that follows.
 
     Raises
     ------
     msgspec.DecodeError
-        When ``raw`` is not one well-formed JSON value.
+        When a pretty-printed ``raw`` is not well-formed JSON.
     UnicodeDecodeError
-        When it is not UTF-8 (the formatter copies string bytes as they are, and one bad
-        byte would otherwise fail the database insert of a whole batch).
+        When it is not UTF-8 (nothing else checks the bytes of the fields the parse skips,
+        and one bad byte would otherwise fail the database insert of a whole batch).
     """
-    canonical = msgspec.json.format(raw, indent=-1)
-    if not canonical.isascii():
-        canonical.decode("utf-8")
-    return canonical
+    raw = raw.strip()
+    if b"\n" in raw:
+        raw = msgspec.json.format(raw, indent=-1)
+    if not raw.isascii():
+        raw.decode("utf-8")
+    return raw
 
 
 def content_hash(canonical: bytes) -> str:
