@@ -105,6 +105,13 @@ def test_empty_lead_sponsor_object_gives_no_sponsor_row_either_way(
     assert fast.rows["sponsors"] == normalize_rows(study)["sponsors"]
 
 
+_NCT1 = b'{"protocolSection": {"identificationModule": {"nctId": "NCT00000001"}}'
+_NCT2 = (
+    b'{"protocolSection": {"identificationModule": {"nctId": "NCT00000002"}, '
+    b'"conditionsModule": {"conditions": ["NSCLC"]}}'
+)
+
+
 def test_not_a_study_is_worded_by_the_tolerant_rules() -> None:
     assert fast_rows(b"[1,2]") is None
     assert fast_rows(b'{"protocolSection":"x"}') is None
@@ -115,9 +122,15 @@ def test_not_a_study_is_worded_by_the_tolerant_rules() -> None:
             RawRecord("t", "item 1", raw=b'{"protocolSection": "x"}'),
             RawRecord("t", "item 2", raw=b'{"protocolSection": {"eligibilityModule": "x"}}'),
             RawRecord("t", "item 3", raw=b'{"protocolSection": {"identificationModule": '),
-            RawRecord("t", "item 4", raw=b'{"protocolSection": {"x": "\xff"}}'),
+            RawRecord("t", "item 4", raw=_NCT1 + b', "x": "\xff"}'),
+            RawRecord("t", "item 5", raw=_NCT2 + b', "x": "caf\xc3\xa9"}'),
         ]
         report = store.import_records(records, source="t")
+        # the bad byte sits where the parse does not look: the batch check finds it, and
+        # the rest of the batch is stored with its child rows
+        stored = store.con.execute("SELECT nct_id FROM study_versions").fetchall()
+        assert stored == [("NCT00000002",)]
+        assert store.con.execute("SELECT count(*) FROM conditions").fetchone() == (1,)
     reasons = {f.position: f.reason for f in report.failures}
     assert reasons["item 0"] == "not a JSON object (list)"
     assert reasons["item 1"] == "no protocolSection: not an API v2 study"

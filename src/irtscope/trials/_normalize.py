@@ -142,19 +142,16 @@ def canonical_bytes(raw: bytes) -> bytes:
     decided by comparing JSON values (see the module docstring), so this form only has to
     be cheap and deterministic; checking the JSON is left to the one parse that follows.
 
+    UTF-8 is checked later, for a whole batch at once (``_store._Batch.drop_invalid_utf8``).
+
     Raises
     ------
     msgspec.DecodeError
         When a pretty-printed ``raw`` is not well-formed JSON.
-    UnicodeDecodeError
-        When it is not UTF-8 (nothing else checks the bytes of the fields the parse skips,
-        and one bad byte would otherwise fail the database insert of a whole batch).
     """
     raw = raw.strip()
     if b"\n" in raw:
         raw = msgspec.json.format(raw, indent=-1)
-    if not raw.isascii():
-        raw.decode("utf-8")
     return raw
 
 

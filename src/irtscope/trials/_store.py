@@ -252,6 +252,8 @@ class _Batch:
         "locators",
         "members",
         "ncts",
+        "paths",
+        "positions",
         "raws",
         "recs",
         "tables",
@@ -266,6 +268,9 @@ class _Batch:
         #: the kept bytes of every record, in a buffer reused from batch to batch
         self.raws = raws.reset() if raws is not None else _RawColumn()
         self.version_ids: list[str] = []
+        #: where each record was read (for failures found when the batch is checked)
+        self.paths: list[str] = []
+        self.positions: list[str] = []
         self.failures: list[ImportFailure] = []
         #: set when a record comes from a member of the source (zip), whose positions repeat
         self.members = False
@@ -333,11 +338,60 @@ class _Batch:
         self.holders.append(holder)
         self.raws.append(canonical)
         self.version_ids.append(content_hash(canonical))
+        self.paths.append(record.path)
+        self.positions.append(record.position)
         tables, recs = self.tables, self.recs
         for table, table_rows in rows.items():
             if table_rows:
                 tables[table].extend(table_rows)
                 recs[table].extend([rec] * len(table_rows))
+
+    def drop_invalid_utf8(self) -> None:
+        """Turn records whose bytes are not UTF-8 into failures, checking the batch at once.
+
+        The JSON parse skips most of a record's text unchecked, and DuckDB refuses a batch
+        holding one bad byte. Arrow checks the whole raw column in one vectorised pass, a
+        fraction of decoding every record; records are only looked at one by one when that
+        check fails.
+        """
+        if not len(self.raws):
+            return
+        try:
+            self.raws.arrow().validate(full=True)
+            return
+        except pa.ArrowInvalid:
+            pass
+        bad: dict[int, str] = {}
+        for index in range(len(self.raws)):
+            try:
+                self.raws[index].decode("utf-8")
+            except UnicodeDecodeError as exc:
+                bad[index] = f"not UTF-8 text: {exc}"
+        if not bad:  # the column failed for another reason: let the insert say which
+            return
+        for index, reason in bad.items():
+            self.failures.append(
+                ImportFailure(self.paths[index], self.positions[index], self.ncts[index], reason)
+            )
+        keep = [i for i in range(len(self.ncts)) if i not in bad]
+        renumber = {old: new for new, old in enumerate(keep)}
+        kept_raws = [self.raws[i] for i in keep]
+        self.raws.reset()
+        for raw in kept_raws:
+            self.raws.append(raw)
+        for name in (
+            "locators", "ncts", "last_updates", "holders", "version_ids", "paths", "positions"
+        ):  # fmt: skip
+            values = getattr(self, name)
+            setattr(self, name, [values[i] for i in keep])
+        for table in TABLE_COLUMNS:
+            pairs = [
+                (row, renumber[rec])
+                for row, rec in zip(self.tables[table], self.recs[table], strict=True)
+                if rec in renumber
+            ]
+            self.tables[table] = [row for row, _ in pairs]
+            self.recs[table] = [rec for _, rec in pairs]
 
     def _fail(self, record: RawRecord, nct: str | None, reason: str) -> None:
         self.failures.append(ImportFailure(record.path, record.position, nct, reason))
@@ -662,6 +716,7 @@ class Store:
         already stored, then each table gets one Arrow table and one ``INSERT``.
         """
         con = self.con
+        batch.drop_invalid_utf8()
         ncts = batch.ncts
         n = len(ncts)
         counts: dict[str, Any] = {
