@@ -1,19 +1,22 @@
 """DuckDB store of registry records: raw JSON of every version plus normalized tables.
 
 One file holds everything. A :class:`Store` owns the only writing connection (DuckDB allows
-one writer per file). Writes are bulk inserts of registered Arrow tables: one transaction per
-harvested page (together with the new page token, so a harvest resumes exactly), and one per
-batch of an imported file, whose snapshot stays ``importing`` until its last batch and is
-removed if the import is interrupted, so a half-written snapshot is never left behind.
+one writer per file); the file is attached with 2,048-row groups (see :func:`_attach`). Writes
+are bulk inserts of Arrow tables: one transaction per harvested page (together with the new
+page token, so a harvest resumes exactly), and one per batch of an imported file, whose
+snapshot stays ``importing`` until its last batch and is removed if the import is
+interrupted, so a half-written snapshot is never left behind.
 
 Tables (``schema_version`` records the layout)::
 
     snapshots        one row per import of a file / per harvest: source, retrieved_at,
                      data_timestamp (registry /version for harvests), status
-    study_versions   raw JSON of every distinct version of every study (``raw``, canonical
-                     text with sorted keys; query it with ``raw::JSON``), keyed by
-                     (nct_id, version = content hash); is_current marks the newest one;
-                     merged_into names the study an alias was merged into
+    study_versions   raw JSON of every distinct version of every study (``raw``: the record
+                     as written, minified if it was pretty-printed; query it with
+                     ``raw::JSON``), keyed by (nct_id, version = XXH3-128 of ``raw``; another
+                     writing of the same content is recognised as the same version by value);
+                     is_current marks the newest one; merged_into names the study an alias
+                     was merged into
     entries          every record read (hits), duplicates included: origin, position,
                      source, query, nct_id, version, outcome -> provenance and "N hits -> M"
     studies, sponsors, conditions, keywords, interventions, arm_groups, locations,
@@ -740,18 +743,18 @@ class Store:
             pa.table({"nct_id": nct_array, "version": pa.array(versions, pa.string())}),
         )
         try:
-            known_versions: set[tuple[str, str]] = set()
-            known_ids: set[str] = set()
-            for nct, version, same in con.execute(
-                "SELECT DISTINCT v.nct_id, v.version, b.version IS NOT NULL FROM study_versions v "
-                "LEFT JOIN _batch_keys b ON v.nct_id = b.nct_id AND v.version = b.version "
-                "WHERE v.nct_id IN (SELECT nct_id FROM _batch_keys)"
-            ).fetchall():
-                known_ids.add(nct)
-                if same:
-                    known_versions.add((nct, version))
+            # Stored versions of the batch's studies. A semi join from the batch lets DuckDB
+            # skip row groups whose NCT id range the batch does not touch (an IN subquery
+            # scanned the whole column for every batch, which grew with the store).
+            stored_pairs = con.execute(
+                "SELECT DISTINCT v.nct_id, v.version FROM study_versions v "
+                "SEMI JOIN _batch_keys b ON v.nct_id = b.nct_id"
+            ).fetchall()
         finally:
             con.unregister("_batch_keys")
+        batch_pairs = set(zip(ncts, versions, strict=True))
+        known_ids = {nct for nct, _ in stored_pairs}
+        known_versions = {pair for pair in stored_pairs if pair in batch_pairs}
 
         outcomes: list[str] = []
         twins = _ContentMatcher(con, batch, versions, known_ids)
