@@ -461,6 +461,8 @@ class Store:
         self.read_only = read_only
         self._con: Any = None
         self._attached = False
+        #: whether the aliases table has rows (None: not looked yet); once True, stays True
+        self._aliases_stored: bool | None = None
 
     # -- connection ---------------------------------------------------------------------
     def open(self) -> Store:
@@ -833,7 +835,14 @@ class Store:
                 # are: a third cheaper than registering a view and inserting from it.
                 snapshot = pa.repeat(pa.scalar(snapshot_id, pa.int64()), rows.num_rows)
                 con.from_arrow(rows.add_column(2, "snapshot_id", snapshot)).insert_into(table)
-            counts["alias_merged"] = self._merge_aliases()
+            if batch.tables["aliases"]:
+                self._aliases_stored = True
+            if self._aliases_stored is None:
+                self._aliases_stored = bool(
+                    _one(con.execute("SELECT EXISTS (SELECT 1 FROM aliases)"))[0]
+                )
+            # Only a store that lists aliases can have records to merge (most have none).
+            counts["alias_merged"] = self._merge_aliases() if self._aliases_stored else 0
             if touched:
                 self._refresh_current(touched)
 
@@ -1185,9 +1194,12 @@ class Store:
     def table_counts(self) -> dict[str, int]:
         """Row counts of the store's own tables (all versions) for reports."""
         names = ["snapshots", "study_versions", "entries", *TABLE_COLUMNS]
-        return {
-            name: int(_one(self.con.execute(f"SELECT count(*) FROM {name}"))[0]) for name in names
-        }
+        counts = _one(
+            self.con.execute(
+                "SELECT " + ", ".join(f"(SELECT count(*) FROM {name})" for name in names)
+            )
+        )
+        return {name: int(count) for name, count in zip(names, counts, strict=True)}
 
 
 def _record_from_api(study: Any, source: str, page_no: int, index: int) -> RawRecord:
