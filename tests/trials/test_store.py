@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 import pytest
 
+from irtscope._errors import DataError
 from irtscope.trials import Store
 from irtscope.trials._normalize import normalize_study, parse_partial_date
 from irtscope.trials._sources_files import RawRecord
@@ -298,3 +299,11 @@ def test_raw_column_reuses_its_buffer_only_when_no_view_is_alive() -> None:
     del view
     column.reset().append(b'{"d":4}')
     assert column.arrow().to_pylist() == ['{"d":4}'] and len(column) == 1
+
+
+def test_second_store_on_an_open_file_says_why(tmp_path: Path) -> None:
+    db = tmp_path / "busy.duckdb"
+    with Store(db), pytest.raises(DataError, match="open in another Store of this process"):
+        Store(db).open()
+    with Store(db, read_only=True) as first, Store(db, read_only=True) as second:
+        assert first.study_count() == second.study_count() == 0

@@ -480,7 +480,12 @@ class Store:
                 self._con = _attach(duckdb, Path(target), self.read_only)
                 self._attached = True
         except duckdb.Error as exc:
-            raise DataError(f"cannot open trials database {target}: {exc}") from exc
+            hint = (
+                " (it is open in another Store of this process: close that one first)"
+                if "already attached" in str(exc)
+                else ""
+            )
+            raise DataError(f"cannot open trials database {target}{hint}: {exc}") from exc
         if not self.read_only:
             try:
                 self._migrate()
