@@ -286,19 +286,21 @@ def test_partial_record_normalizes() -> None:
     assert rows["locations"] == [] and rows["sponsors"] == []
 
 
-def test_raw_column_reuses_its_buffer_only_when_no_view_is_alive() -> None:
+def test_raw_column_views_the_records_own_bytes() -> None:
     from irtscope.trials._store import _RawColumn
 
     column = _RawColumn()
-    column.append(b'{"a":1}')
-    column.append(b'{"b":"\xc3\xa9"}')
+    records = [b'{"a":1}', b'{"b":"\xc3\xa9 long enough to be out of line"}', b"{}"]
+    for raw in records:
+        column.append(raw)
     view = column.arrow()
-    assert view.to_pylist() == ['{"a":1}', '{"b":"é"}'] and column[1] == b'{"b":"\xc3\xa9"}'
-    column.reset().append(b'{"c":3}')  # the old view must not see the new batch's bytes
-    assert view.to_pylist() == ['{"a":1}', '{"b":"é"}']
-    del view
-    column.reset().append(b'{"d":4}')
-    assert column.arrow().to_pylist() == ['{"d":4}'] and len(column) == 1
+    view.validate(full=True)
+    assert view.to_pylist() == [r.decode() for r in records]  # short ones inline, others not
+    assert column.arrow([True, False, True]).to_pylist() == ['{"a":1}', "{}"]
+    column.reset().append(b'{"c":3}')  # a new batch leaves the old column as it was
+    assert view.to_pylist() == [r.decode() for r in records]
+    assert column.arrow().to_pylist() == ['{"c":3}']
+    assert len(column) == 1 and column[0] == b'{"c":3}'
 
 
 def test_second_store_on_an_open_file_says_why(tmp_path: Path) -> None:
