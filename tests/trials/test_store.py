@@ -71,7 +71,7 @@ def test_store_with_older_version_ids_recognises_its_studies(tmp_path: Path) -> 
 
 def test_store_file_is_attached_with_small_row_groups(tmp_path: Path) -> None:
     """Row groups fill per import batch and go straight to the file (see ``_attach``)."""
-    from irtscope.trials._store import ROW_GROUP_SIZE
+    from irtscope.trials._duckdb import ROW_GROUP_SIZE
 
     db = tmp_path / "rg.duckdb"
     studies = [_study(f"NCT{i:08d}") for i in range(ROW_GROUP_SIZE + 10)]
@@ -208,7 +208,7 @@ def test_killed_import_is_discarded_on_open(tmp_path: Path) -> None:
         before = store.table_counts()
         # what a killed process leaves: committed batches of a snapshot still 'importing'
         snapshot_id = store._new_snapshot("file", "killed", None, "importing")
-        from irtscope.trials._store import _prepare
+        from irtscope.trials._batch import prepare as _prepare
 
         store.con.execute("BEGIN")
         store._ingest_batch(
@@ -287,7 +287,7 @@ def test_partial_record_normalizes() -> None:
 
 
 def test_raw_column_views_the_records_own_bytes() -> None:
-    from irtscope.trials._store import _RawColumn
+    from irtscope.trials._batch import RawColumn as _RawColumn
 
     column = _RawColumn()
     records = [b'{"a":1}', b'{"b":"\xc3\xa9 long enough to be out of line"}', b"{}"]

@@ -10,7 +10,7 @@ parse an import needs anyway, where re-serialising a parsed dict with sorted key
 building the record's whole Python object tree, more than half of import time. Two writings
 of one version (Python's ``\\u`` escapes, another key order, ``", "`` separators) hash
 differently, so when a study is already stored under another id the store compares the
-parsed JSON values before calling the record a new version (``_store._ContentMatcher``).
+parsed JSON values before calling the record a new version (``_batch.ContentMatcher``).
 Which of two versions is *newer* is decided by
 ``lastUpdatePostDateStruct.date``, then ``derivedSection.miscInfoModule.versionHolder`` (the
 registry's own export date), then the order of arrival.
@@ -142,7 +142,7 @@ def canonical_bytes(raw: bytes) -> bytes:
     decided by comparing JSON values (see the module docstring), so this form only has to
     be cheap and deterministic; checking the JSON is left to the one parse that follows.
 
-    UTF-8 is checked later, for a whole batch at once (``_store._Batch.drop_invalid_utf8``).
+    UTF-8 is checked later, for a whole batch at once (``_batch.Batch.drop_invalid_utf8``).
 
     Raises
     ------

@@ -35,7 +35,7 @@ logger = logging.getLogger(__name__)
 ProgressCallback = Callable[[int, "int | None", str], None]
 
 #: Records handed to the store per batch; bounds memory for streamed inputs. One batch fills
-#: one row group of the store file (``_store.ROW_GROUP_SIZE``), which DuckDB then writes
+#: one row group of the store file (``_duckdb.ROW_GROUP_SIZE``), which DuckDB then writes
 #: straight to the file instead of through its write-ahead log.
 DEFAULT_BATCH_SIZE = 2048
 #: Read buffer: records are ~20 kB lines, so the default 8 kB buffer splits every line

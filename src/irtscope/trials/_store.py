@@ -1,9 +1,10 @@
 """DuckDB store of registry records: raw JSON of every version plus normalized tables.
 
 One file holds everything. A :class:`Store` owns the only writing connection (DuckDB allows
-one writer per file); the file is attached with 2,048-row groups (see :func:`_attach`). Writes
-are bulk inserts of Arrow tables: one transaction per harvested page (together with the new
-page token, so a harvest resumes exactly), and one per batch of an imported file, whose
+one writer per file); the file is attached with 2,048-row groups (see :mod:`._duckdb`).
+Batches are prepared in :mod:`._batch`. Writes are bulk inserts of Arrow tables: one
+transaction per harvested page (together with the new page token, so a harvest resumes
+exactly), and one per batch of an imported file, whose
 snapshot stays ``importing`` until its last batch and is removed if the import is
 interrupted, so a half-written snapshot is never left behind.
 
@@ -35,7 +36,6 @@ import datetime as dt
 import gc
 import logging
 import os
-import struct
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -47,32 +47,21 @@ import pyarrow as pa
 import xxhash
 
 from irtscope._errors import DataError
+from irtscope.trials._batch import Batch, ContentMatcher, RawColumn
+from irtscope.trials._duckdb import ALIAS, ROW_GROUP_SIZE, BulkMode, attach
+from irtscope.trials._duckdb import first_row as _one
 from irtscope.trials._normalize import (
     BOOL_COLUMNS,
     DATE_COLUMNS,
     INT_COLUMNS,
     LIST_COLUMNS,
     TABLE_COLUMNS,
-    canonical_bytes,
-    canonical_json,
-    content_hash,
-    is_valid_nct_id,
-    nct_id_of,
-    normalize_rows,
-    version_info,
 )
-from irtscope.trials._record_schema import fast_rows
-from irtscope.trials._sources_files import ImportFailure, ImportReport, RawRecord
+from irtscope.trials._sources_files import ImportReport, RawRecord
 
 logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
-#: Rows per row group of the database file (DuckDB's default is 122,880; see ``_attach``).
-ROW_GROUP_SIZE = 2048
-_ALIAS = "trials_store"
-#: DuckDB memory cap during bulk imports (see ``_BulkMode``): 256 MB was no faster, and
-#: peak memory then kept rising for the first 100,000 records while DuckDB filled its cache.
-BULK_MEMORY_LIMIT = "128MB"
 ProgressCallback = Callable[[int, "int | None", str], None]
 
 
@@ -98,39 +87,6 @@ def _sql_type(column: str) -> str:
     return "VARCHAR"
 
 
-def _arrow_type(column: str) -> pa.DataType:
-    if column in LIST_COLUMNS:
-        return pa.list_(pa.string())
-    if column in INT_COLUMNS:
-        return pa.int64()
-    if column in BOOL_COLUMNS:
-        return pa.bool_()
-    if column in DATE_COLUMNS:
-        return pa.date32()
-    return pa.string()
-
-
-_ARROW_SCHEMAS = {
-    table: pa.schema(
-        [("nct_id", pa.string()), ("version", pa.string())] + [(c, _arrow_type(c)) for c in columns]
-    )
-    for table, columns in TABLE_COLUMNS.items()
-}
-_ROW_TYPES = {
-    table: pa.struct([schema.field(i) for i in range(2, len(schema))])
-    for table, schema in _ARROW_SCHEMAS.items()
-}
-_VERSION_SCHEMA = pa.schema(
-    [
-        ("nct_id", pa.string()),
-        ("version", pa.string()),
-        ("seq", pa.int64()),
-        ("snapshot_id", pa.int64()),
-        ("last_update_posted", pa.string()),
-        ("version_holder", pa.string()),
-        ("raw", pa.string()),
-    ]
-)
 _ENTRY_SCHEMA = pa.schema(
     [
         ("origin", pa.string()),
@@ -192,259 +148,6 @@ def _ddl() -> list[str]:
     return statements
 
 
-class _RawColumn:
-    """The kept bytes of a batch's records, as an Arrow ``string_view`` column, uncopied.
-
-    Converting a list of ~20 kB bytes objects into an Arrow string column copied every
-    record into a fresh buffer of tens of MB per batch, grown by doubling (new pages to
-    fault in, copies on every growth): a tenth of import time. A ``string_view`` column
-    instead points at each record's own bytes object (one 16-byte view per record, built
-    at once), so nothing is copied before DuckDB reads the column.
-    """
-
-    __slots__ = ("_raws",)
-
-    _VIEW = struct.Struct("<i4sii")  # length, first 4 bytes, buffer index, offset
-    _INLINE = struct.Struct("<i12s")  # length, the bytes themselves (12 bytes at most)
-
-    def __init__(self) -> None:
-        self._raws: list[bytes] = []
-
-    def reset(self) -> _RawColumn:
-        """Start a new batch (the previous batch's column keeps its own list)."""
-        self._raws = []
-        return self
-
-    def __len__(self) -> int:
-        return len(self._raws)
-
-    def append(self, raw: bytes) -> None:
-        self._raws.append(raw)
-
-    def __getitem__(self, index: int) -> bytes:
-        return self._raws[index]
-
-    def arrow(self, keep: list[bool] | None = None) -> pa.Array:
-        """A ``string_view`` array over the records' bytes (those ``keep`` marks, if given;
-        UTF-8 not checked here)."""
-        raws = self._raws
-        if keep is not None:
-            raws = [raw for raw, kept in zip(raws, keep, strict=True) if kept]
-        views = bytearray(16 * len(raws))
-        view, inline = self._VIEW.pack_into, self._INLINE.pack_into
-        for index, raw in enumerate(raws):
-            if len(raw) > 12:
-                view(views, 16 * index, len(raw), raw[:4], index, 0)
-            else:
-                inline(views, 16 * index, len(raw), raw)
-        return pa.Array.from_buffers(
-            pa.string_view(),
-            len(raws),
-            [None, pa.py_buffer(views), *map(pa.py_buffer, raws)],
-        )
-
-
-class _Batch:
-    """One batch of entries, already reduced to what the store writes.
-
-    Each record is validated, canonicalised and normalized as it arrives and its parsed
-    dict freed at once (holding a batch of dicts is what made memory grow with the input).
-    Child rows are kept as tuples per table, with the index of their record in ``recs``, so
-    a batch is inserted with one Arrow table and one ``INSERT`` per table, and records found
-    to be already stored are dropped with one Arrow filter.
-    """
-
-    __slots__ = (
-        "failures",
-        "holders",
-        "last_updates",
-        "locators",
-        "members",
-        "ncts",
-        "paths",
-        "positions",
-        "raws",
-        "recs",
-        "tables",
-        "version_ids",
-    )
-
-    def __init__(self, raws: _RawColumn | None = None) -> None:
-        self.locators: list[str] = []
-        self.ncts: list[str] = []
-        self.last_updates: list[str | None] = []
-        self.holders: list[str | None] = []
-        #: the kept bytes of every record, in a buffer reused from batch to batch
-        self.raws = raws.reset() if raws is not None else _RawColumn()
-        self.version_ids: list[str] = []
-        #: where each record was read (for failures found when the batch is checked)
-        self.paths: list[str] = []
-        self.positions: list[str] = []
-        self.failures: list[ImportFailure] = []
-        #: set when a record comes from a member of the source (zip), whose positions repeat
-        self.members = False
-        self.tables: dict[str, list[tuple[Any, ...]]] = {table: [] for table in TABLE_COLUMNS}
-        self.recs: dict[str, list[int]] = {table: [] for table in TABLE_COLUMNS}
-
-    def __len__(self) -> int:
-        return len(self.ncts) + len(self.failures)
-
-    def add(self, locator: str, record: RawRecord) -> None:
-        """Validate, canonicalise and normalize one record (pure, no database); a record
-        that cannot be used becomes a failure (file, position, NCT id, reason).
-
-        The record is parsed once, and only as far as the normalized tables need (the typed
-        fast path of :mod:`._record_schema`; a record that does not fit it is parsed whole and
-        normalized by the tolerant rules). Its canonical bytes are what is stored and hashed.
-        """
-        if record.error is not None:
-            self._fail(record, None, record.error)
-            return
-        try:
-            if record.raw is not None:
-                canonical = canonical_bytes(record.raw)
-            elif record.study is not None:
-                canonical = canonical_json(record.study)
-            else:
-                self._fail(record, None, "empty")
-                return
-            fast = fast_rows(canonical)
-            study = orjson.loads(canonical) if fast is None else None
-        except (msgspec.DecodeError, orjson.JSONDecodeError) as exc:
-            self._fail(record, None, f"invalid JSON: {exc}")
-            return
-        except UnicodeDecodeError as exc:
-            self._fail(record, None, f"not UTF-8 text: {exc}")
-            return
-        except TypeError as exc:  # a dict orjson cannot write (non-string keys, objects)
-            self._fail(record, None, f"unusable record: {exc}")
-            return
-        if fast is not None:
-            nct, rows = fast.nct_id, fast.rows
-            last_update, holder = fast.last_update_posted, fast.version_holder
-        else:
-            # Does not fit the typed schema: the tolerant dict rules decide (and word errors).
-            if not isinstance(study, dict):
-                self._fail(record, None, f"not a JSON object ({type(study).__name__})")
-                return
-            if not isinstance(study.get("protocolSection"), dict):
-                self._fail(record, None, "no protocolSection: not an API v2 study")
-                return
-            nct = nct_id_of(study)
-            try:
-                rows = normalize_rows(study)
-            except (TypeError, ValueError, AttributeError) as exc:
-                self._fail(record, nct, f"unusable record: {exc}")
-                return
-            last_update, holder = version_info(study)
-        if not is_valid_nct_id(nct):
-            self._fail(record, nct, "no NCT id" if nct is None else f"invalid NCT id {nct!r}")
-            return
-        rec = len(self.ncts)
-        self.locators.append(locator)
-        self.ncts.append(nct)  # type: ignore[arg-type]
-        self.last_updates.append(last_update)
-        self.holders.append(holder)
-        self.raws.append(canonical)
-        self.version_ids.append(content_hash(canonical))
-        self.paths.append(record.path)
-        self.positions.append(record.position)
-        tables, recs = self.tables, self.recs
-        for table, table_rows in rows.items():
-            if table_rows:
-                tables[table].extend(table_rows)
-                recs[table].extend([rec] * len(table_rows))
-
-    def drop_invalid_utf8(self) -> None:
-        """Turn records whose bytes are not UTF-8 into failures, checking the batch at once.
-
-        The JSON parse skips most of a record's text unchecked, and DuckDB refuses a batch
-        holding one bad byte. Arrow checks the whole raw column in one vectorised pass, a
-        fraction of decoding every record; records are only looked at one by one when that
-        check fails.
-        """
-        if not len(self.raws):
-            return
-        try:
-            self.raws.arrow().validate(full=True)
-            return
-        except pa.ArrowInvalid:
-            pass
-        bad: dict[int, str] = {}
-        for index in range(len(self.raws)):
-            try:
-                self.raws[index].decode("utf-8")
-            except UnicodeDecodeError as exc:
-                bad[index] = f"not UTF-8 text: {exc}"
-        if not bad:  # the column failed for another reason: let the insert say which
-            return
-        for index, reason in bad.items():
-            self.failures.append(
-                ImportFailure(self.paths[index], self.positions[index], self.ncts[index], reason)
-            )
-        keep = [i for i in range(len(self.ncts)) if i not in bad]
-        renumber = {old: new for new, old in enumerate(keep)}
-        kept_raws = [self.raws[i] for i in keep]
-        self.raws.reset()
-        for raw in kept_raws:
-            self.raws.append(raw)
-        for name in (
-            "locators", "ncts", "last_updates", "holders", "version_ids", "paths", "positions"
-        ):  # fmt: skip
-            values = getattr(self, name)
-            setattr(self, name, [values[i] for i in keep])
-        for table in TABLE_COLUMNS:
-            pairs = [
-                (row, renumber[rec])
-                for row, rec in zip(self.tables[table], self.recs[table], strict=True)
-                if rec in renumber
-            ]
-            self.tables[table] = [row for row, _ in pairs]
-            self.recs[table] = [rec for _, rec in pairs]
-
-    def _fail(self, record: RawRecord, nct: str | None, reason: str) -> None:
-        self.failures.append(ImportFailure(record.path, record.position, nct, reason))
-
-    def versions(self) -> list[str]:
-        """Version id of every stored record (a copy: the store may rewrite entries)."""
-        return list(self.version_ids)
-
-    def child_table(
-        self, table: str, per_record: dict[str, pa.Array], keep: pa.Array | None
-    ) -> pa.Table | None:
-        """Arrow table of one normalized table (``None`` when it has no rows).
-
-        ``per_record`` columns (``nct_id``, ``version``, ...) hold one value per record and
-        are spread over that record's rows; ``keep`` (one flag per record) drops the rows
-        of records that are not stored.
-        """
-        rows = self.tables[table]
-        if not rows:
-            return None
-        schema = _ARROW_SCHEMAS[table]
-        rec = pa.array(self.recs[table], pa.int64())
-        # One C++ pass over the row tuples (as struct values): a third of the cost of
-        # transposing them into per-column lists and converting each column.
-        arrays = pa.array(rows, _ROW_TYPES[table]).flatten()
-        result = pa.Table.from_arrays(
-            [per_record["nct_id"].take(rec), per_record["version"].take(rec), *arrays],
-            schema=schema,
-        )
-        for name, values in per_record.items():
-            if name not in ("nct_id", "version"):
-                result = result.append_column(name, values.take(rec))
-        if keep is not None:
-            result = result.filter(keep.take(rec))
-        return result
-
-
-def _prepare(locator: str, record: RawRecord) -> _Batch:
-    """A batch of one record (for tests and tools that feed single records)."""
-    batch = _Batch()
-    batch.add(locator, record)
-    return batch
-
-
 class Store:
     """The trials database (one DuckDB file).
 
@@ -482,7 +185,7 @@ class Store:
                 self._con = duckdb.connect(":memory:")
             else:
                 Path(target).parent.mkdir(parents=True, exist_ok=True)
-                self._con = _attach(duckdb, Path(target), self.read_only)
+                self._con = attach(duckdb, Path(target), self.read_only)
                 self._attached = True
         except duckdb.Error as exc:
             hint = (
@@ -597,8 +300,8 @@ class Store:
         gc_was_enabled = gc.isenabled()
         gc.disable()
         try:
-            raws = _RawColumn()
-            batch = _Batch(raws)
+            raws = RawColumn()
+            batch = Batch(raws)
 
             def flush() -> None:
                 nonlocal changed, newest, batch
@@ -624,7 +327,7 @@ class Store:
                 _add_counts(report, counts)
                 if progress is not None:
                     progress(len(batch), None, Path(path).name)
-                batch = _Batch(raws)
+                batch = Batch(raws)
 
             add = batch.add
             for record in records:
@@ -667,10 +370,10 @@ class Store:
             report.already_imported = 1 if report.entries_read else 0
         return report
 
-    def _bulk_mode(self) -> _BulkMode:
-        """DuckDB settings for one bulk import (file stores only; see :class:`_BulkMode`)."""
+    def _bulk_mode(self) -> BulkMode:
+        """DuckDB settings for one bulk import (file stores only; see :class:`BulkMode`)."""
         target = default_db_path() if self.path is None else self.path
-        return _BulkMode(None if str(target) == ":memory:" else self.con)
+        return BulkMode(None if str(target) == ":memory:" else self.con)
 
     def _discard_snapshot(self, snapshot_id: int) -> None:
         """Remove every row of an unfinished snapshot and restore the current versions."""
@@ -717,7 +420,7 @@ class Store:
 
     def _ingest_batch(
         self,
-        batch: _Batch,
+        batch: Batch,
         snapshot_id: int,
         origin: str,
         source: str,
@@ -773,7 +476,7 @@ class Store:
         known_versions = {pair for pair in stored_pairs if pair in batch_pairs}
 
         outcomes: list[str] = []
-        twins = _ContentMatcher(con, batch, versions, known_ids)
+        twins = ContentMatcher(con, batch, versions, known_ids)
         for i, key in enumerate(zip(ncts, versions, strict=True)):
             if key in known_versions:
                 outcomes.append("identical")
@@ -1055,7 +758,7 @@ class Store:
         """Store one harvested page and advance the harvest state, atomically."""
         con = self.con
         origin = f"harvest:{harvest_id}:{key}"
-        items = _Batch()
+        items = Batch()
         for i, study in enumerate(studies):
             items.add(f"{page_no}:{i}", _record_from_api(study, source, page_no, i))
         con.execute("BEGIN")
@@ -1110,7 +813,7 @@ class Store:
         cursor = self.con.cursor()
         try:
             if self._attached:  # a cursor is a new connection: point it at the store again
-                cursor.execute(f"USE {_ALIAS}")
+                cursor.execute(f"USE {ALIAS}")
             cursor.execute("SELECT raw FROM study_versions WHERE is_current ORDER BY nct_id")
             while True:
                 rows = cursor.fetchmany(batch_size)
@@ -1249,160 +952,6 @@ def _file_hash(path: Path) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return "file:xxh3_128:" + digest.hexdigest()
-
-
-class _ContentMatcher:
-    """Finds a stored (or earlier in the batch) version with the same content as a record.
-
-    Version ids hash a record's compact bytes as written, which costs nothing extra at
-    import; but two writers of the same record may differ in escapes (``\\u00e9`` or ``é``),
-    key order or number format. Only a study already known by its NCT id can be such a
-    twin, so only those are parsed whole and compared as JSON values, in one query per
-    batch for all of them (none at all in an import of new studies).
-    """
-
-    def __init__(
-        self, con: Any, batch: _Batch, versions: list[str], known_ids: set[str]
-    ) -> None:
-        self._con = con
-        self._batch = batch
-        self._versions = versions
-        self._known_ids = set(known_ids)  # the ids stored before this batch
-        self._candidates: dict[str, list[tuple[str, Any]]] | None = None
-
-    def _load(self) -> dict[str, list[tuple[str, Any]]]:
-        """Stored versions (id, raw text) of the batch's already-stored studies."""
-        pending = sorted(self._known_ids & set(self._batch.ncts))
-        candidates: dict[str, list[tuple[str, Any]]] = {nct: [] for nct in pending}
-        if pending:
-            self._con.register("_twin_ids", pa.table({"nct_id": pending}))
-            try:
-                rows = self._con.execute(
-                    "SELECT nct_id, version, raw FROM study_versions "
-                    "WHERE nct_id IN (SELECT nct_id FROM _twin_ids) ORDER BY seq"
-                ).fetchall()
-            finally:
-                self._con.unregister("_twin_ids")
-            for nct, version, raw in rows:
-                candidates[nct].append((version, raw))
-        return candidates
-
-    def add(self, index: int) -> None:
-        """Record ``index`` of the batch is stored: later records may be its twins."""
-        if self._candidates is None:
-            self._candidates = self._load()
-        nct = self._batch.ncts[index]
-        self._candidates.setdefault(nct, []).append((self._versions[index], index))
-
-    def stored_version_with_same_content(self, index: int) -> str | None:
-        if self._candidates is None:
-            self._candidates = self._load()
-        content = orjson.loads(self._batch.raws[index])
-        entries = self._candidates.get(self._batch.ncts[index], [])
-        for position, (version, raw) in enumerate(entries):
-            if not isinstance(raw, dict | list):  # parse each candidate once, when needed
-                text = self._batch.raws[raw] if isinstance(raw, int) else raw
-                raw = orjson.loads(text)
-                entries[position] = (version, raw)
-            if raw == content:
-                return version
-        return None
-
-
-class _BulkMode:
-    """How one import writes: full batches straight to the file, checkpoints on our terms.
-
-    A full batch fills row groups, which DuckDB writes to the file at commit (see
-    :func:`_attach`); only the few rows left over in child tables go to the write-ahead log.
-    DuckDB's automatic checkpoints are held off (they fire on log size, mid-import, and
-    cost more than the batch they follow); instead the import checkpoints every few full
-    batches (:meth:`after_batch`) and makes the commit of its last, partial batch checkpoint
-    directly (:meth:`last_batch`) rather than logging ~20 kB per record first and copying it
-    again at the end. DuckDB's memory is capped, so its cache of blocks just written stays
-    small: peak memory levels off within the first ~20,000 records however large the input.
-    """
-
-    _NAMES = ("memory_limit", "checkpoint_threshold")
-    CHECKPOINT_EVERY = 8
-
-    def __init__(self, con: Any | None) -> None:
-        self._con = con
-        self._batches = 0
-        self._previous: dict[str, str] = {}
-        if con is None:
-            return  # an in-memory store: nothing to checkpoint, nowhere to spill
-        for name in self._NAMES:
-            self._previous[name] = _one(con.execute("SELECT current_setting(?)", [name]))[0]
-        con.execute(f"SET memory_limit = '{BULK_MEMORY_LIMIT}'")
-        con.execute("SET checkpoint_threshold = '1TB'")
-
-    def after_batch(self) -> None:
-        """Checkpoint every :attr:`CHECKPOINT_EVERY` full batches.
-
-        Full row groups went to the file at commit; what a checkpoint still has to write is
-        the few rows per child table that did not fill one. Left alone, those accumulate
-        in memory (uncompressed) with every batch, and each commit grew slower; folding
-        them in now and then keeps memory and commit time flat, at ~40 ms per checkpoint.
-        """
-        if self._con is None:
-            return
-        self._batches += 1
-        if self._batches % self.CHECKPOINT_EVERY == 0:
-            self._con.execute("CHECKPOINT")
-
-    def last_batch(self) -> None:
-        """Make the next commit (the last, partial batch) checkpoint at once.
-
-        The threshold is 0 rather than DuckDB's default: DuckDB compares it with its own
-        estimate of the log, which is far below the bytes a batch of raw JSON commits.
-        """
-        if self._con is not None:
-            self._con.execute("SET checkpoint_threshold = '0B'")
-
-    def finish(self) -> None:
-        """Checkpoint what is left and restore every setting."""
-        if self._con is None:
-            return
-        try:
-            self._con.execute("CHECKPOINT")
-        finally:
-            for name in self._NAMES:
-                self._set(name)
-
-    def _set(self, name: str) -> None:
-        self._con.execute(f"SET {name} = '{self._previous[name]}'")  # type: ignore[union-attr]
-
-
-def _attach(duckdb: Any, path: Path, read_only: bool) -> Any:
-    """Connection whose default database is the store file, attached with small row groups.
-
-    DuckDB writes a transaction's rows straight into the database file, compressed, once
-    they fill a row group; smaller transactions go through the write-ahead log and are
-    compressed again at the next checkpoint, so every raw record (~20 kB of JSON) was written
-    three times (log, spill, file). With 2,048-row groups, one import batch fills them and
-    goes straight to the file: imports run about twice as fast, and the file is about half
-    again as large. Row group size is an ``ATTACH`` option (not a setting, nor stored in the
-    file), which is why the store is attached to an in-memory connection rather than opened
-    directly; files written either way read the same.
-    """
-    con = duckdb.connect(":memory:")
-    try:
-        options = f"ROW_GROUP_SIZE {ROW_GROUP_SIZE}" + (", READ_ONLY" if read_only else "")
-        quoted = str(path).replace("'", "''")
-        con.execute(f"ATTACH '{quoted}' AS {_ALIAS} ({options})")
-        con.execute(f"USE {_ALIAS}")
-        # An in-memory main database would spill to ./.tmp: keep spill files by the store.
-        con.execute("SET temp_directory = ?", [f"{path}.tmp"])
-    except BaseException:
-        con.close()
-        raise
-    return con
-
-
-def _one(result: Any) -> Any:
-    """First row of a result, consuming it (DuckDB wants every result fetched to the end)."""
-    rows = result.fetchall()
-    return rows[0] if rows else None
 
 
 def _now() -> dt.datetime:
