@@ -29,15 +29,16 @@ import msgspec
 import orjson
 
 from irtscope._errors import DataError
+from irtscope.trials._duckdb import ROW_GROUP_SIZE
 
 logger = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[int, "int | None", str], None]
 
 #: Records handed to the store per batch; bounds memory for streamed inputs. One batch fills
-#: one row group of the store file (``_duckdb.ROW_GROUP_SIZE``), which DuckDB then writes
-#: straight to the file instead of through its write-ahead log.
-DEFAULT_BATCH_SIZE = 2048
+#: one row group of the store file, which DuckDB then writes straight to the file instead of
+#: through its write-ahead log.
+DEFAULT_BATCH_SIZE = ROW_GROUP_SIZE
 #: Read buffer: records are ~20 kB lines, so the default 8 kB buffer splits every line
 #: over several reads and joins the pieces again.
 _READ_BUFFER = 1 << 20

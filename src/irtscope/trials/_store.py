@@ -33,7 +33,6 @@ Other modules may add their own tables through ``store.con`` (prefix them with t
 from __future__ import annotations
 
 import datetime as dt
-import gc
 import logging
 import os
 from collections import Counter
@@ -47,8 +46,9 @@ import pyarrow as pa
 import xxhash
 
 from irtscope._errors import DataError
+from irtscope._gc import gc_paused
 from irtscope.trials._batch import Batch, ContentMatcher, RawColumn
-from irtscope.trials._duckdb import ALIAS, ROW_GROUP_SIZE, BulkMode, attach
+from irtscope.trials._duckdb import ALIAS, BulkMode, attach
 from irtscope.trials._duckdb import first_row as _one
 from irtscope.trials._normalize import (
     BOOL_COLUMNS,
@@ -57,7 +57,7 @@ from irtscope.trials._normalize import (
     LIST_COLUMNS,
     TABLE_COLUMNS,
 )
-from irtscope.trials._sources_files import ImportReport, RawRecord
+from irtscope.trials._sources_files import DEFAULT_BATCH_SIZE, ImportReport, RawRecord
 
 logger = logging.getLogger(__name__)
 
@@ -270,7 +270,7 @@ class Store:
         source: str,
         kind: str = "file",
         progress: ProgressCallback | None = None,
-        batch_size: int = ROW_GROUP_SIZE,
+        batch_size: int = DEFAULT_BATCH_SIZE,
     ) -> ImportReport:
         """Store the records of one file as one snapshot (see :func:`import_paths`).
 
@@ -295,63 +295,60 @@ class Store:
         )[0]
         changed = False
         newest: str | None = None
-        # Parsed records are many small dicts that are never cyclic; the cyclic GC
-        # rescanning them on every batch cost several times the parse itself.
-        gc_was_enabled = gc.isenabled()
-        gc.disable()
-        try:
-            raws = RawColumn()
-            batch = Batch(raws)
-
-            def flush() -> None:
-                nonlocal changed, newest, batch
-                con.execute("BEGIN")
-                try:
-                    counts = self._ingest_batch(
-                        batch,
-                        snapshot_id,
-                        origin,
-                        source,
-                        None,
-                        None,
-                        unlogged=first_time and not batch.members,
-                    )
-                    con.execute("COMMIT")
-                except BaseException:
-                    con.execute("ROLLBACK")
-                    raise
-                changed |= counts.pop("_changed")
-                holder = counts.pop("_newest")
-                if holder and (newest is None or holder > newest):
-                    newest = holder
-                _add_counts(report, counts)
-                if progress is not None:
-                    progress(len(batch), None, Path(path).name)
+        # A batch holds hundreds of thousands of small acyclic objects (structs, row
+        # tuples); the cyclic GC rescanning them on every batch cost more than the parse.
+        with gc_paused():
+            try:
+                raws = RawColumn()
                 batch = Batch(raws)
 
-            add = batch.add
-            for record in records:
-                # Zip members share positions ("line 1" in each): name the member too, so
-                # entries of different members are not taken for the same entry.
-                if record.path == source:
-                    add(record.position, record)
-                else:
-                    batch.members = True
-                    add(f"{_member(source, record.path)} {record.position}", record)
-                if len(batch) >= batch_size:
+                def flush() -> None:
+                    nonlocal changed, newest, batch
+                    con.execute("BEGIN")
+                    try:
+                        counts = self._ingest_batch(
+                            batch,
+                            snapshot_id,
+                            origin,
+                            source,
+                            None,
+                            None,
+                            unlogged=first_time and not batch.members,
+                        )
+                        con.execute("COMMIT")
+                    except BaseException:
+                        con.execute("ROLLBACK")
+                        raise
+                    changed |= counts.pop("_changed")
+                    holder = counts.pop("_newest")
+                    if holder and (newest is None or holder > newest):
+                        newest = holder
+                    _add_counts(report, counts)
+                    if progress is not None:
+                        progress(len(batch), None, Path(path).name)
+                    batch = Batch(raws)
+
+                add = batch.add
+                for record in records:
+                    # Zip members share positions ("line 1" in each): name the member too, so
+                    # entries of different members are not taken for the same entry.
+                    if record.path == source:
+                        add(record.position, record)
+                    else:
+                        batch.members = True
+                        add(f"{_member(source, record.path)} {record.position}", record)
+                    if len(batch) >= batch_size:
+                        flush()
+                        bulk.after_batch()
+                        add = batch.add
+                if len(batch):
+                    bulk.last_batch()
                     flush()
-                    bulk.after_batch()
-                    add = batch.add
-            if len(batch):
-                bulk.last_batch()
-                flush()
-        except BaseException:
-            self._discard_snapshot(snapshot_id)
-            raise
-        finally:
-            if gc_was_enabled:
-                gc.enable()
-            bulk.finish()
+            except BaseException:
+                self._discard_snapshot(snapshot_id)
+                raise
+            finally:
+                bulk.finish()
         if changed:
             con.execute("BEGIN")
             # A file has no /version stamp: its newest record export date stands in.

@@ -16,14 +16,13 @@ titles, which outrank free-text summaries; rules use the rank as confidence.
 
 from __future__ import annotations
 
-import gc
 import re
 from bisect import bisect_right
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from typing import NamedTuple
 
 from irtscope._errors import ConfigError
+from irtscope._gc import gc_paused
 from irtscope.trials._protocol import Dictionary
 
 __all__ = [
@@ -143,25 +142,6 @@ def _by_confidence(hit: Hit) -> float:
 
 def _rank(kind: str) -> float:
     return FIELD_CONFIDENCE.get(kind, 0.5)
-
-
-@contextmanager
-def gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector for a screening/classification loop.
-
-    Why: every record yields dozens of small, acyclic objects (hits, rows); each time they
-    trip the collector's thresholds it also walks every live object, including the caller's
-    (often very large) list of raw records. That walk cost about a third of the run time, and
-    nothing built here forms reference cycles, so the collector has nothing to find. The
-    previous state is restored even on errors.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 _PATH_PARTS: dict[str, list[str]] = {}
