@@ -251,7 +251,7 @@ class _Page(TypedDict, total=False):
 
 
 #: Pages keep each study as the bytes the registry sent (``msgspec.Raw``), unparsed: the
-#: store parses each once and keeps those bytes (whitespace removed) as the study's raw
+#: store parses each once and keeps those bytes (minified if pretty-printed) as the study's raw
 #: JSON, exactly as it does for a file of the same records.
 _PAGE = msgspec.json.Decoder(_Page)
 

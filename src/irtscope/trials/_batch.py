@@ -108,11 +108,11 @@ class RawColumn:
 class Batch:
     """One batch of entries, already reduced to what the store writes.
 
-    Each record is validated, canonicalised and normalized as it arrives and its parsed
-    dict freed at once (holding a batch of dicts is what made memory grow with the input).
-    Child rows are kept as tuples per table, with the index of their record in ``recs``, so
-    a batch is inserted with one Arrow table and one ``INSERT`` per table, and records found
-    to be already stored are dropped with one Arrow filter.
+    Each record is validated and normalized as it arrives; only its bytes and its rows are
+    kept (holding parsed records is what made memory grow with the input). Child rows are
+    kept as tuples per table, with the index of their record in ``recs``, so a batch is
+    inserted with one Arrow table and one ``INSERT`` per table, and records found to be
+    already stored are left out with one Arrow filter.
     """
 
     __slots__ = (
@@ -151,12 +151,13 @@ class Batch:
         return len(self.ncts) + len(self.failures)
 
     def add(self, locator: str, record: RawRecord) -> None:
-        """Validate, canonicalise and normalize one record (pure, no database); a record
+        """Validate and normalize one record (pure, no database); a record
         that cannot be used becomes a failure (file, position, NCT id, reason).
 
         The record is parsed once, and only as far as the normalized tables need (the typed
         fast path of :mod:`._record_schema`; a record that does not fit it is parsed whole and
-        normalized by the tolerant rules). Its canonical bytes are what is stored and hashed.
+        normalized by the tolerant rules). Its kept bytes (``canonical_bytes``) are what is
+        stored and hashed.
         """
         if record.error is not None:
             self._fail(record, None, record.error)

@@ -156,7 +156,7 @@ def canonical_bytes(raw: bytes) -> bytes:
 
 
 def content_hash(canonical: bytes) -> str:
-    """Stable identifier of one version of a record: XXH3-128 of its canonical bytes.
+    """Stable identifier of one version of a record: XXH3-128 of its kept bytes.
 
     A version id only has to tell apart the versions of one study (a handful) and never
     collide by accident; it is not a defence against forged records. XXH3 does that at a

@@ -3,7 +3,7 @@
 :func:`irtscope.trials._normalize.normalize_rows` reads a parsed dict and tolerates anything
 (partial records are normal in the registry). Building that dict costs more than everything
 else an import does: a record is ~20 kB, and most of it (eligibility text, descriptions,
-results, MeSH trees) is never indexed. Here msgspec decodes the canonical bytes straight into
+results, MeSH trees) is never indexed. Here msgspec decodes the record's bytes straight into
 small typed structs, skipping every other key in C, and rows come out of the structs with
 ``astuple`` in table column order.
 

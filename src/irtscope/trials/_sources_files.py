@@ -50,7 +50,7 @@ class RawRecord:
     one, like CSV), or the reason it could not be read.
 
     Readers of JSON pass bytes on unparsed: the store parses each record once, and only the
-    parts it indexes (see :func:`irtscope.trials._normalize.indexed_fields`).
+    parts it indexes (see :func:`irtscope.trials._record_schema.fast_rows`).
     """
 
     path: str
