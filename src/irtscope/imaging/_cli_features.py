@@ -92,7 +92,9 @@ def ibsi_check_command(
         reference = folder / "ibsi1_reference_values" / name
     table = ibsi_check(key, phantom_dir, reference, params=params, source=source.value)
     if out is not None:
-        table.to_csv(out, index=False)
+        from irtscope.report import write_csv
+
+        write_csv(table, out, index=False)
     _print_ibsi(table, key, show)
     counts = table["status"].value_counts()
     n_pass, n_fail = int(counts.get("pass", 0)), int(counts.get("fail", 0))

@@ -37,7 +37,7 @@ def _run_evaluation(
     from rich.markup import escape
 
     from irtscope._errors import DataError
-    from irtscope.imaging._imaging_report import write_imaging_report
+    from irtscope.imaging._imaging_report import internal_external_summary, write_imaging_report
     from irtscope.imaging._manifest import load_manifest
     from irtscope.imaging._validation import internal_external_table, merge_features
 
@@ -82,7 +82,7 @@ def _run_evaluation(
         trials_report="../trials/report.html" if trials.is_file() else None,
     )
     label = "SIMULATED data: " if result.simulated else ""
-    summary = pd.read_csv(files.summary_csv)
+    summary = internal_external_summary(result.table)  # as computed, not the quoted CSV
     info(f"{label}internal vs external validation")
     # cohort names and paths come from the user: print them verbatim, never as Rich markup
     if not is_quiet():  # a wide table: never wrap its rows at the terminal width

@@ -600,14 +600,14 @@ def write_deep_outputs(result: DeepStudyResult, out_dir: str | Path) -> dict[str
     ``saliency``, ``section``, ``summary``).
     """
     from irtscope.imaging._saliency import saliency_figure
-    from irtscope.report import render_template_string, save_figure, write_table
+    from irtscope.report import render_template_string, save_figure, write_csv, write_table
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {"checkpoint": result.model.save(out / "lesion_cnn.pt")}
     data = "SIMULATED" if result.simulated else "real"
     paths["scores"] = out / "deep_scores.csv"
-    result.scores.assign(data=data).to_csv(paths["scores"], index=False)
+    write_csv(result.scores.assign(data=data), paths["scores"], index=False)
     paths["comparison"] = write_table(
         result.comparison.assign(data=data), out, "deep_vs_radiomics"
     ).csv

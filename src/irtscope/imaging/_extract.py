@@ -80,7 +80,9 @@ class ExtractionResult:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         self.features.to_parquet(out / "features.parquet", index=False)
-        self.failures.to_csv(out / "failures.csv", index=False)
+        from irtscope.report import write_csv  # lesion ids and messages: untrusted text
+
+        write_csv(self.failures, out / "failures.csv", index=False)
         meta = {**self.provenance, "n_cached": self.n_cached, "n_computed": self.n_computed}
         (out / "extraction.json").write_text(json.dumps(meta, indent=2, default=str))
         return out / "features.parquet"

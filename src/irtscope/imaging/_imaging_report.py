@@ -30,7 +30,7 @@ from markupsafe import Markup
 from irtscope import __version__
 from irtscope._errors import DataError
 from irtscope.imaging._validation import ValidationResult
-from irtscope.report import render_html, save_figure, write_table
+from irtscope.report import render_html, save_figure, write_csv, write_table
 
 __all__ = ["ImagingReportFiles", "internal_external_summary", "write_imaging_report"]
 
@@ -238,7 +238,7 @@ def write_imaging_report(
     predictions_csv = out / "predictions.csv"
     preds = result.predictions.copy()
     preds.insert(0, "data", "SIMULATED" if result.simulated else "real")
-    preds.to_csv(predictions_csv, index=False)
+    write_csv(preds, predictions_csv, index=False)
 
     figures = []
     pd_preds = result.predictions[result.predictions["task"] == "per-lesion PD"]

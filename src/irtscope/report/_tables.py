@@ -1,4 +1,9 @@
-"""Tables: every publication table is written as CSV, XLSX and Markdown."""
+"""Tables: every publication table is written as CSV, XLSX and Markdown.
+
+Cells come from registry records and user manifests, so they are untrusted: CSV and XLSX get
+formula-like text quoted and Markdown gets HTML and pipes escaped (:mod:`irtscope.report._safe`)
+before anything is written; numbers are written as numbers.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+
+from irtscope.report._safe import markdown_frame, safe_frame, write_csv
 
 
 @dataclass(frozen=True)
@@ -23,8 +30,10 @@ def write_table(table: pd.DataFrame, out_dir: Path, name: str, index: bool = Fal
         xlsx=out_dir / f"{name}.xlsx",
         markdown=out_dir / f"{name}.md",
     )
-    table.to_csv(files.csv, index=index)
+    write_csv(table, files.csv, index=index)
     # Excel sheet names are limited to 31 characters.
-    table.to_excel(files.xlsx, index=index, sheet_name=name[:31])
-    files.markdown.write_text(table.to_markdown(index=index) + "\n", encoding="utf-8")
+    safe_frame(table, xlsx=True).to_excel(files.xlsx, index=index, sheet_name=name[:31])
+    files.markdown.write_text(
+        markdown_frame(table).to_markdown(index=index) + "\n", encoding="utf-8"
+    )
     return files

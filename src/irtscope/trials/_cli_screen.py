@@ -105,7 +105,9 @@ def _write(frame: Any, out: Path | None) -> None:
     if out.suffix == ".parquet":
         frame.to_parquet(out, index=False)
     else:
-        frame.to_csv(out, index=False)
+        from irtscope.report import write_csv  # registry text: no live spreadsheet formulas
+
+        write_csv(frame, out, index=False)
     info(f"wrote {len(frame)} rows to {out}")
 
 
