@@ -265,6 +265,7 @@ class Batch:
             self.recs[table] = [rec for _, rec in pairs]
 
     def _fail(self, record: RawRecord, nct: str | None, reason: str) -> None:
+        nct = nct or record.nct_id  # a reader may know the id of a record it could not read
         self.failures.append(ImportFailure(record.path, record.position, nct, reason))
 
     def versions(self) -> list[str]:

@@ -8,7 +8,9 @@ Accepted layouts (each optionally gzip-compressed, detected by magic bytes, not 
 * JSONL, one study per line (streamed line by line: memory stays flat whatever the size);
 * the registry's bulk download zip (``ctg-studies.json.zip``: one JSON file per study,
   streamed member by member);
-* the registry's CSV download (see :mod:`._sources_csv`).
+* the registry's CSV download (see :mod:`._sources_csv`);
+* the registry's legacy ``<clinical_study>`` XML: one file per study, alone, in a folder or
+  in the AllPublicXML zip (see :mod:`._sources_xml`; converted to API v2 JSON).
 
 Readers never raise on a bad record: they yield a :class:`RawRecord` carrying the error, so
 one malformed line is reported (file, position, reason) and the rest is imported.
@@ -58,6 +60,8 @@ class RawRecord:
     study: dict[str, Any] | None = None
     error: str | None = None
     raw: bytes | None = None
+    #: NCT id of an error entry, when the reader saw it before the error (legacy XML)
+    nct_id: str | None = None
 
     def load(self) -> Any:
         """The whole record as Python objects (``None`` for an error entry).
@@ -232,14 +236,20 @@ def _iter_zip(path: Path) -> Iterator[RawRecord]:
     except zipfile.BadZipFile as exc:
         yield RawRecord(str(path), "file", error=f"bad zip file: {exc}")
         return
+    from irtscope.trials._sources_xml import iter_xml_stream, looks_like_xml
+
     with archive:
         for info in archive.infolist():
             if info.is_dir():
                 continue
             member = f"{path}!{info.filename}"
+            if info.filename.rsplit("/", 1)[-1] == "Contents.txt":
+                continue  # the AllPublicXML zip's index of its members, not a record
             try:
                 with archive.open(info) as handle:
-                    if info.filename.lower().endswith(".csv"):
+                    if info.filename.lower().endswith(".xml") or looks_like_xml(handle.peek(64)):
+                        yield from iter_xml_stream(handle, member)
+                    elif info.filename.lower().endswith(".csv"):
                         from irtscope.trials._sources_csv import iter_csv_records
 
                         yield from iter_csv_records(
@@ -285,11 +295,15 @@ def iter_file(path: str | Path) -> Iterator[RawRecord]:
     if zipfile.is_zipfile(path):
         yield from _iter_zip(path)
         return
+    from irtscope.trials._sources_xml import iter_xml_stream, looks_like_xml
+
     try:
         stream = _open_binary(path)
         with stream:
             head = stream.peek(64)[:64] if hasattr(stream, "peek") else b""
-            if _looks_like_csv(head, path.name):
+            if looks_like_xml(head):
+                yield from iter_xml_stream(stream, str(path))
+            elif _looks_like_csv(head, path.name):
                 from irtscope.trials._sources_csv import iter_csv_records
 
                 text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
