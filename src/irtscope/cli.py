@@ -47,9 +47,9 @@ def _root(
 
 def _register_all() -> None:
     from irtscope.imaging import _cli_deep, _cli_features, _cli_models, _cli_simulate
-    from irtscope.trials import _cli_ingest, _cli_report, _cli_screen
+    from irtscope.trials import _cli_changes, _cli_ingest, _cli_report, _cli_screen
 
-    for module in (_cli_ingest, _cli_screen, _cli_report):
+    for module in (_cli_ingest, _cli_screen, _cli_report, _cli_changes):
         module.register(trials_app)
     for module in (_cli_features, _cli_simulate, _cli_models, _cli_deep):
         module.register(imaging_app)
