@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from irtscope import ConfigError
+from irtscope import ConfigError, DataError
 from irtscope.cli import app
 from irtscope.imaging import ibsi_check, ibsi_feature_map, ibsi_pass_share, load_params
 from irtscope.imaging._ibsi import IBSI_CONFIGS
@@ -176,9 +176,14 @@ def test_cli_ibsi_check_digital(imaging_dir: Path, tmp_path: Path) -> None:
     assert len(pd.read_csv(out)) > 400
 
 
-def test_cli_ibsi_check_without_reference(imaging_dir: Path) -> None:
+def test_cli_ibsi_check_without_reference(
+    imaging_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """C-E tables come from the project's tests/ folder: outside the project they are missing."""
+    monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(
         app, ["imaging", "ibsi-check", "--config", "C", "--data-dir", str(imaging_dir)]
     )
     assert result.exit_code != 0
-    assert isinstance(result.exception, ConfigError)
+    assert isinstance(result.exception, DataError)
+    assert "ibsi_1_chest_config_c.csv" in str(result.exception)

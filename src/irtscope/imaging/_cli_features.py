@@ -76,7 +76,7 @@ def ibsi_check_command(
     out: Annotated[Path | None, typer.Option(help="Also write the table to this CSV.")] = None,
 ) -> None:
     """Run an IBSI phantom through a configuration and compare with the reference values."""
-    from irtscope.imaging._ibsi import IBSI_CONFIGS, ibsi_check, ibsi_pass_share
+    from irtscope.imaging._ibsi import IBSI_CONFIGS, ibsi_check, ibsi_pass_share, reference_table
 
     key = "digital" if phantom is _Phantom.digital else config.upper()
     if key not in IBSI_CONFIGS:
@@ -84,12 +84,7 @@ def ibsi_check_command(
     folder = _shared_imaging(data_dir)
     phantom_dir = folder / ("ibsi1_digital_phantom" if key == "digital" else "ibsi1_ct_phantom")
     if reference is None:
-        name = IBSI_CONFIGS[key][1]
-        if name is None:
-            raise ConfigError(
-                f"no IBSI reference values are shipped for configuration {key}; pass --reference"
-            )
-        reference = folder / "ibsi1_reference_values" / name
+        reference = reference_table(key, folder)
     table = ibsi_check(key, phantom_dir, reference, params=params, source=source.value)
     if out is not None:
         from irtscope.report import write_csv

@@ -173,7 +173,8 @@ def compute_features(
         image, mask = resample_ibsi(image, mask, interpolation, label=label)
         if not np.any(sitk.GetArrayViewFromImage(mask) == label):
             raise GeometryError(f"{lesion}: the ROI vanished when resampling the mask")
-    extractor = _new_extractor(settings)
+    settings, bin_origin = _ibsi_steps(image, mask, label, settings)
+    extractor = _new_extractor(settings, bin_origin)
     try:
         raw = extractor.execute(image, mask, label=label)
     except Exception as exc:  # pyradiomics raises bare ValueError/RuntimeError/... for bad cases
@@ -192,8 +193,48 @@ def compute_features(
     return out
 
 
-def _new_extractor(params: RadiomicsParams) -> Any:
-    """A pyradiomics extractor for validated parameters.
+def _ibsi_steps(
+    image: Any, mask: Any, label: int, params: RadiomicsParams
+) -> tuple[RadiomicsParams, float | None]:
+    """irtscope's IBSI steps in front of pyradiomics (see ``_radiomics_preprocess``).
+
+    Returns the parameters with ``irtscope.resegmentation`` turned into this lesion's absolute
+    ``resegmentRange`` and, for ``bin_origin: ibsi`` with a fixed bin size, IBSI's bin origin.
+    """
+    import SimpleITK as sitk
+
+    from irtscope.imaging._radiomics_preprocess import ibsi_bin_origin, resegmentation_window
+
+    reseg = params.irtscope.resegmentation
+    wants_origin = params.irtscope.bin_origin == "ibsi" and params.setting.bin_width is not None
+    if reseg is None and not wants_origin:
+        return params, None
+    values = sitk.GetArrayViewFromImage(image)[sitk.GetArrayViewFromImage(mask) == label]
+    configured = params
+    if reseg is not None:
+        lower, upper = resegmentation_window(values, reseg)
+        keep = np.ones(values.shape, dtype=bool)
+        if lower is not None:
+            keep &= values >= lower
+        if upper is not None:
+            keep &= values <= upper
+        values = values[keep]
+        if not values.size:
+            raise DataError("re-segmentation left no ROI voxel")
+        # pyradiomics needs a lower bound; below the ROI minimum it removes nothing
+        bounds = [float(lower) if lower is not None else float(values.min()) - 1.0]
+        if upper is not None:
+            bounds.append(float(upper))
+        done = params.irtscope.model_copy(update={"resegmentation": None})
+        params = params.model_copy(update={"irtscope": done}).with_settings(
+            resegmentRange=bounds, resegmentMode="absolute"
+        )
+    origin = ibsi_bin_origin(configured, values) if wants_origin else None
+    return params, origin
+
+
+def _new_extractor(params: RadiomicsParams, bin_origin: float | None = None) -> Any:
+    """A pyradiomics extractor for validated parameters (IBSI bin origin when one is given).
 
     pyradiomics validates the dict again with pykwalify, which loads its extensions through the
     deprecated ``SourceFileLoader.load_module``; that DeprecationWarning is pykwalify's, fires
@@ -207,6 +248,10 @@ def _new_extractor(params: RadiomicsParams) -> Any:
             message=r"the load_module\(\) method is deprecated",
             category=DeprecationWarning,
         )
+        if bin_origin is not None:
+            from irtscope.imaging._radiomics_preprocess import IbsiBinningExtractor
+
+            return IbsiBinningExtractor(params.to_pyradiomics(), bin_origin)
         return featureextractor.RadiomicsFeatureExtractor(params.to_pyradiomics())
 
 

@@ -34,17 +34,26 @@ from irtscope._errors import ConfigError, DataError
 from irtscope.imaging._extract import compute_features
 from irtscope.imaging._params import RadiomicsParams, load_params
 
-__all__ = ["IBSI_CONFIGS", "ibsi_check", "ibsi_feature_map", "ibsi_pass_share"]
+__all__ = [
+    "IBSI_CONFIGS",
+    "ibsi_check",
+    "ibsi_feature_map",
+    "ibsi_pass_share",
+    "reference_table",
+]
 
 #: IBSI configuration -> (preset, reference file name in ibsi1_reference_values/).
-IBSI_CONFIGS: dict[str, tuple[str, str | None]] = {
+IBSI_CONFIGS: dict[str, tuple[str, str]] = {
     "digital": ("ibsi-digital", "ibsi_1_dig_phantom.csv"),
     "A": ("ibsi-a", "ibsi_1_chest_config_a.csv"),
     "B": ("ibsi-b", "ibsi_1_chest_config_b.csv"),
-    "C": ("ibsi-c", None),
-    "D": ("ibsi-d", None),
-    "E": ("ibsi-e", None),
+    "C": ("ibsi-c", "ibsi_1_chest_config_c.csv"),
+    "D": ("ibsi-d", "ibsi_1_chest_config_d.csv"),
+    "E": ("ibsi-e", "ibsi_1_chest_config_e.csv"),
 }
+#: Where the C-E tables live when the shared data folder has only A, B and the digital phantom:
+#: the project's test data (copied verbatim from MIRP's test data, source in each file's header).
+PROJECT_REFERENCE_DIR = Path("tests") / "imaging" / "data" / "ibsi1_reference_values"
 
 _TRANSFORMS = {
     "identity": lambda x: x,
@@ -68,10 +77,40 @@ def ibsi_feature_map() -> pd.DataFrame:
     return frame
 
 
+def reference_table(config: str, data_dir: str | Path, project_root: str | Path = ".") -> Path:
+    """The IBSI reference table of a configuration: the shared data folder first, then the project.
+
+    ``data_dir`` is the folder holding ``ibsi1_reference_values/`` (``../shared/data/imaging``);
+    tables it lacks (configurations C-E) are looked up in ``PROJECT_REFERENCE_DIR`` under
+    ``project_root``.
+
+    Raises
+    ------
+    DataError
+        Neither place has the table.
+    """
+    key = config if config == "digital" else config.upper()
+    if key not in IBSI_CONFIGS:
+        raise ConfigError(f"unknown IBSI configuration {config!r}; use digital or A-E")
+    name = IBSI_CONFIGS[key][1]
+    candidates = [
+        Path(data_dir) / "ibsi1_reference_values" / name,
+        Path(project_root) / PROJECT_REFERENCE_DIR / name,
+    ]
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise DataError(
+        f"no IBSI reference table for configuration {key}: looked for "
+        + " and ".join(repr(str(p)) for p in candidates)
+        + "; pass --reference"
+    )
+
+
 def _read_reference(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise DataError(f"IBSI reference table {str(path)!r} not found")
-    frame = pd.read_csv(path, sep=";")
+    frame = pd.read_csv(path, sep=";", comment="#")
     frame.columns = [c.strip().lower() for c in frame.columns]
     if not {"reference value", "tolerance", "tag"} <= set(frame.columns):
         raise DataError(f"{path}: expected columns 'reference value;tolerance;tag'")

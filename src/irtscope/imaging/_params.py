@@ -32,7 +32,7 @@ from pydantic import (
 
 from irtscope._errors import ConfigError
 
-__all__ = ["PRESETS", "Interpolation", "RadiomicsParams", "load_params"]
+__all__ = ["PRESETS", "Interpolation", "RadiomicsParams", "Resegmentation", "load_params"]
 
 #: Preset name -> YAML file in ``irtscope/imaging/params``.
 PRESETS: dict[str, str] = {
@@ -189,12 +189,56 @@ class Interpolation(_Strict):
         return value
 
 
+class Resegmentation(_Strict):
+    """IBSI 1 intensity re-segmentation, done by irtscope (section 2.5 of the reference manual).
+
+    pyradiomics applies *one* ``resegmentMode`` (absolute range, relative or sigma). IBSI
+    configuration E needs both a range *and* the outlier filter, in that order: voxels outside
+    ``range`` go first, then mean and standard deviation of the remaining ROI voxels define the
+    ``mean +/- sigma * SD`` window. Both steps together select the voxels inside one absolute
+    window, so irtscope computes that window per lesion and hands pyradiomics an absolute
+    ``resegmentRange`` (the MIRP engine gets both settings natively).
+
+    Attributes
+    ----------
+    range : tuple of 2 floats or None, optional
+        Inclusive intensity range ``[lower, upper]``; ``None`` for an open side.
+    sigma : float, optional
+        Outlier filter width in standard deviations (IBSI uses 3).
+    """
+
+    range: tuple[float | None, float | None] | None = None
+    sigma: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Resegmentation:
+        if self.range is None and self.sigma is None:
+            raise ValueError("give range, sigma or both")
+        if self.range is not None:
+            lower, upper = self.range
+            if lower is None and upper is None:
+                raise ValueError("range needs at least one bound")
+            if lower is not None and upper is not None and lower >= upper:
+                raise ValueError("range must be [lower, upper] with lower < upper")
+        return self
+
+
 class IrtscopeSection(_Strict):
-    """irtscope additions that travel with a preset (not passed to pyradiomics)."""
+    """irtscope additions that travel with a preset (not passed to pyradiomics).
+
+    ``bin_origin`` decides where fixed-bin-size discretisation starts. ``"zero"`` is
+    pyradiomics' rule (bin edges at multiples of ``binWidth``, the lowest occupied bin is 1).
+    ``"ibsi"`` is IBSI 1's rule (bin 1 starts at the lower bound of the re-segmentation range,
+    or at the ROI minimum without one): grey-level-weighted texture features (joint average,
+    autocorrelation, low/high grey-level emphases) depend on the absolute bin index, so only
+    ``"ibsi"`` reproduces configuration C.
+    """
 
     description: str = ""
     ibsi_config: Literal["A", "B", "C", "D", "E", "digital"] | None = None
     interpolation: Interpolation | None = None
+    resegmentation: Resegmentation | None = None
+    bin_origin: Literal["zero", "ibsi"] = "zero"
 
 
 class RadiomicsParams(_Strict):
@@ -204,12 +248,14 @@ class RadiomicsParams(_Strict):
     ``RadiomicsFeatureExtractor`` takes and :attr:`digest` a stable hash for cache keys.
     """
 
+    engine: Literal["pyradiomics", "mirp"] = "pyradiomics"
     image_type: dict[str, dict[str, Any]] = Field(
         default_factory=lambda: {"Original": {}}, alias="imageType"
     )
     feature_class: dict[str, list[str] | None] = Field(default_factory=dict, alias="featureClass")
     setting: RadiomicsSettings = Field(default_factory=RadiomicsSettings)
     irtscope: IrtscopeSection = Field(default_factory=IrtscopeSection)
+    mirp: dict[str, Any] = Field(default_factory=dict)
     _source: str = PrivateAttr(default="")
 
     @property
@@ -255,6 +301,13 @@ class RadiomicsParams(_Strict):
                 "irtscope.interpolation and setting.resampledPixelSpacing both resample; "
                 "keep one of them"
             )
+        if self.irtscope.resegmentation is not None and self.setting.resegment_range is not None:
+            raise ValueError(
+                "irtscope.resegmentation and setting.resegmentRange both re-segment; "
+                "keep one of them"
+            )
+        if self.mirp and self.engine != "mirp":
+            raise ValueError("a mirp section needs engine: mirp")
         return self
 
     def to_pyradiomics(self) -> dict[str, Any]:
@@ -274,6 +327,14 @@ class RadiomicsParams(_Strict):
         content = self.to_pyradiomics()
         interpolation = self.irtscope.interpolation
         content["interpolation"] = interpolation.model_dump() if interpolation else None
+        # Keys added later enter the digest only when used, so existing cache keys stay valid.
+        if self.irtscope.resegmentation is not None:
+            content["resegmentation"] = self.irtscope.resegmentation.model_dump()
+        if self.irtscope.bin_origin != "zero":
+            content["bin_origin"] = self.irtscope.bin_origin
+        if self.engine != "pyradiomics":
+            content["engine"] = self.engine
+            content["mirp"] = self.mirp
         blob = json.dumps(content, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()
 
