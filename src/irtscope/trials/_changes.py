@@ -781,6 +781,23 @@ def status_flow_text(flows: pd.DataFrame, since_label: str, until_label: str, k:
     return text + (": " + "; ".join(parts) + "." if parts else ".")
 
 
+#: Bar order of the flow figure, bottom to top: the life of a trial, then the way out.
+_FLOW_ORDER = (
+    "not in landscape",
+    "not yet recruiting",
+    "recruiting",
+    "enrolling by invitation",
+    "active not recruiting",
+    "suspended",
+    "completed",
+    "terminated",
+    "withdrawn",
+    "unknown",
+    "not reported",
+    "left landscape",
+)
+
+
 def status_flow_figure(flows: pd.DataFrame, since_label: str, until_label: str) -> Any:
     """Alluvial chart of status flows: two stacked bars joined by bands, one per flow.
 
@@ -802,7 +819,8 @@ def status_flow_figure(flows: pd.DataFrame, since_label: str, until_label: str) 
         "#2a6f97", "#e07a5f", "#81b29a", "#f2cc8f", "#6d597a", "#3d405b", "#b56576",
         "#999999", "#5fa8d3", "#c9ada7", "#588157",
     ]  # fmt: skip
-    statuses = sorted(set(flows["from_status"]) | set(flows["to_status"]))
+    present = set(flows["from_status"]) | set(flows["to_status"])
+    statuses = [s for s in _FLOW_ORDER if s in present] + sorted(present - set(_FLOW_ORDER))
     colour = {s: palette[i % len(palette)] for i, s in enumerate(statuses)}
     left = flows.groupby("from_status")["n"].sum().reindex(statuses).dropna()
     right = flows.groupby("to_status")["n"].sum().reindex(statuses).dropna()
@@ -833,7 +851,10 @@ def status_flow_figure(flows: pd.DataFrame, since_label: str, until_label: str) 
             va="center",
             fontsize=8,
         )
-    ordered = flows.sort_values(["from_status", "to_status"], kind="stable")
+    position = {s: i for i, s in enumerate(statuses)}
+    ordered = flows.assign(
+        _a=flows["from_status"].map(position), _b=flows["to_status"].map(position)
+    ).sort_values(["_a", "_b"], kind="stable")
     x0, x1 = width / 2, 1 - width / 2
     for row in ordered.itertuples():
         n = float(row.n)
@@ -857,3 +878,75 @@ def status_flow_figure(flows: pd.DataFrame, since_label: str, until_label: str) 
         ax.spines[side].set_visible(False)
     ax.set_title("Status of the landscape's trials: where each one went", fontsize=10)
     return fig
+
+
+# -- report section -----------------------------------------------------------------------------
+#: Rows of the changes table shown in the HTML report (all of them are in tables/changes.*).
+REPORT_ROWS = 100
+
+
+def report_section(
+    changes: SnapshotChanges, out_dir: Any, clean: Callable[[pd.DataFrame], pd.DataFrame]
+) -> tuple[dict[str, Any], Any, Any]:
+    """Write ``tables/changes.*`` and ``figures/status_flows.*``; return the template context.
+
+    ``clean`` is the report's cell cleaner (control characters, Excel's cell limit), so this
+    table is written exactly like the report's others. Landscape trials come first in the
+    HTML table (the section is about the landscape); the files keep every change.
+    """
+    from pathlib import Path
+
+    from irtscope.report import save_figure, write_table
+
+    out = Path(out_dir)
+    table = write_table(clean(changes.frame), out / "tables", "changes")
+    since_label = _snapshot_label(changes.since)
+    until_label = _snapshot_label(changes.until)
+    fig = status_flow_figure(changes.status_flows, since_label, until_label)
+    figure = save_figure(fig, out / "figures", "status_flows")
+    frame = changes.frame
+    in_landscape = frame["included_before"] | frame["included_after"]
+    shown = pd.concat([frame[in_landscape], frame[~in_landscape]]).head(REPORT_ROWS)
+    counts = changes.counts()
+    rows = [
+        {
+            "nct_id": r.nct_id,
+            "title": r.title,
+            "kind": CHANGE_KINDS[r.kind],
+            "detail": r.detail,
+            "category": r.category,
+            "old_evidence": _short(r.old_evidence),
+            "new_evidence": _short(r.new_evidence),
+            "landscape": _membership(r.included_before, r.included_after),
+        }
+        for r in shown.itertuples(index=False)
+    ]
+    context = {
+        "since_label": since_label,
+        "until_label": until_label,
+        "since": {k: ("" if v is None else str(v)) for k, v in changes.since.items()},
+        "until": {k: ("" if v is None else str(v)) for k, v in changes.until.items()},
+        "counts": counts[counts["changes"] > 0].to_dict("records"),
+        "n_changes": len(frame),
+        "n_trials": int(frame["nct_id"].nunique()),
+        "rows": rows,
+        "n_hidden": max(0, len(frame) - len(rows)),
+        "figure": figure.data_uri,
+        "alt": status_flow_text(changes.status_flows, since_label, until_label),
+        "flows": changes.status_flows.to_dict("records"),
+    }
+    return context, table, figure
+
+
+def _short(text: str, limit: int = 200) -> str:
+    text = text or ""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _membership(before: bool, after: bool) -> str:
+    return {
+        (True, True): "in both",
+        (False, True): "entered",
+        (True, False): "left",
+        (False, False): "not in the landscape",
+    }[(bool(before), bool(after))]

@@ -72,12 +72,21 @@ def _fresh_store(out: Path) -> Any:
     return Store(path)
 
 
-def _report(store: Any, protocol: str, out: Path, overrides: Path | None) -> Any:
+def _report(
+    store: Any,
+    protocol: str,
+    out: Path,
+    overrides: Path | None,
+    as_of: str | None = None,
+    since: str | None = None,
+) -> Any:
     from irtscope.trials._report import build_landscape_report
 
     phases = _Phases()
     try:
-        result = build_landscape_report(store, protocol, out, overrides=overrides, progress=phases)
+        result = build_landscape_report(
+            store, protocol, out, overrides=overrides, progress=phases, as_of=as_of, since=since
+        )
     finally:
         phases.close()
     flow = result.flow.set_index("key")["n"]
@@ -87,6 +96,11 @@ def _report(store: Any, protocol: str, out: Path, overrides: Path | None) -> Any
         f"[bold]{result.n_included} included[/] (data timestamp "
         f"{result.snapshot.get('data_timestamp') or 'unknown'})"
     )
+    if result.changes is not None:
+        info(
+            f"Changes since {result.changes.label}: {len(result.changes.frame)} "
+            f"(tables/changes.csv)"
+        )
     info(f"Report: {result.html}")
     info(f"Tables: {result.out_dir / 'tables'}  Figures: {result.out_dir / 'figures'}")
     return result
@@ -116,6 +130,21 @@ def report(
             "(e.g. stage=IV). Repeatable. All cells are also in tables/explain.csv."
         ),
     ] = None,
+    as_of: Annotated[
+        str | None,
+        typer.Option(
+            "--as-of",
+            help="Report the landscape as it was at this snapshot (id or YYYY-MM-DD; see "
+            "'irtscope trials snapshots').",
+        ),
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            help="Add 'Changes since' this snapshot (id or YYYY-MM-DD). Default: the snapshot "
+            "before the reported one, when the store has one."
+        ),
+    ] = None,
 ) -> None:
     """Screen, classify and describe the trials; write the HTML report, tables and figures."""
     from irtscope.trials._report import explain_rows, iter_explain_lines
@@ -129,7 +158,7 @@ def report(
             from irtscope.trials._cli_screen import existing_db
 
             store = stack.enter_context(Store(existing_db(db)))
-        result = _report(store, protocol, out, overrides)
+        result = _report(store, protocol, out, overrides, as_of=as_of, since=since)
     for spec in explain or []:
         for line in iter_explain_lines(explain_rows(result.explain, spec)):
             typer.echo(line)

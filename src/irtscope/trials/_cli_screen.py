@@ -37,6 +37,14 @@ OverridesOpt = Annotated[
 OutOpt = Annotated[
     Path | None, typer.Option("--out", "-o", help="Write the table (.csv or .parquet).")
 ]
+AsOfOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--as-of",
+        help="Rebuild the landscape as it was at this snapshot (id, or YYYY-MM-DD: the latest "
+        "snapshot dated on or before it; see 'irtscope trials snapshots'). Not recorded.",
+    ),
+]
 
 
 def read_study_files(paths: list[Path]) -> list[dict]:
@@ -89,13 +97,28 @@ def existing_db(db: Path | None) -> Path:
     return target
 
 
-def _studies(db: Path | None, inputs: list[Path] | None) -> tuple[list[dict], Any]:
+def _studies(
+    db: Path | None, inputs: list[Path] | None, as_of: str | None = None
+) -> tuple[list[dict], Any]:
     if inputs:
+        if as_of is not None:
+            raise DataError("--as-of reads snapshots of the database; it cannot use --input")
         return read_study_files(inputs), None
     from irtscope.trials._store import Store
 
     store = Store(existing_db(db)).open()
-    return list(store.iter_studies()), store
+    if as_of is None:
+        return list(store.iter_studies()), store
+    from irtscope.trials._asof import iter_studies_as_of, resolve_snapshot
+
+    try:
+        snapshot = resolve_snapshot(store, as_of)
+        studies = list(iter_studies_as_of(store, snapshot))
+    finally:
+        # a view of the past is not recorded as a screening run of the store
+        store.close()
+    info(f"as of snapshot {snapshot}: {len(studies)} trials")
+    return studies, None
 
 
 def _write(frame: Any, out: Path | None) -> None:
@@ -117,6 +140,7 @@ def _run(
     inputs: list[Path] | None,
     overrides: Path | None,
     classify: bool,
+    as_of: str | None = None,
 ) -> tuple[Any, Any, Any, Any, Any]:
     from irtscope.trials._classify import classify_studies
     from irtscope.trials._overrides import load_overrides
@@ -125,7 +149,7 @@ def _run(
 
     proto = load_protocol(protocol)
     table = load_overrides(overrides) if overrides else None
-    studies, store = _studies(db, inputs)
+    studies, store = _studies(db, inputs, as_of)
     if table is not None and len(table):
         known = {_nct(s) for s in studies}
         unknown = sorted(set(table["nct_id"]) - known)
@@ -185,9 +209,12 @@ def screen(
     inputs: InputOpt = None,
     overrides: OverridesOpt = None,
     out: OutOpt = None,
+    as_of: AsOfOpt = None,
 ) -> None:
     """Screen every trial: included, or the first failing criterion, with evidence."""
-    proto, screening, _, table, store = _run(protocol, db, inputs, overrides, classify=False)
+    proto, screening, _, table, store = _run(
+        protocol, db, inputs, overrides, classify=False, as_of=as_of
+    )
     _summary(screening)
     _write(screening, out)
     _record(store, proto, screening, None, table, overrides)
@@ -199,10 +226,11 @@ def classify(
     inputs: InputOpt = None,
     overrides: OverridesOpt = None,
     out: OutOpt = None,
+    as_of: AsOfOpt = None,
 ) -> None:
     """Screen, then classify the included trials (long form: trial, variable, value...)."""
     proto, screening, classification, table, store = _run(
-        protocol, db, inputs, overrides, classify=True
+        protocol, db, inputs, overrides, classify=True, as_of=as_of
     )
     _summary(screening)
     info(

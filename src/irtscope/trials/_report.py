@@ -103,6 +103,8 @@ class ReportResult:
     comparison: pd.DataFrame | None
     explain: pd.DataFrame
     snapshot: dict[str, Any] = field(default_factory=dict)
+    #: what changed since an earlier snapshot (:class:`~irtscope.trials._changes.SnapshotChanges`)
+    changes: Any = None
 
     @property
     def n_included(self) -> int:
@@ -302,6 +304,8 @@ def build_landscape_report(
     out_dir: str | Path = "landscape-report",
     overrides: Any = None,
     progress: ProgressCallback | None = None,
+    as_of: int | str | None = None,
+    since: int | str | None = None,
 ) -> ReportResult:
     """Screen, classify and describe a set of registry records and write the full report.
 
@@ -319,6 +323,13 @@ def build_landscape_report(
         rows) and ``classify_studies`` (variable rows).
     progress
         ``progress(advance, total, description)`` for screening and classification.
+    as_of
+        Store only: report the landscape as it was at this snapshot (id or ``YYYY-MM-DD``,
+        see :mod:`._asof`) instead of now.
+    since
+        Store only: add the "Changes since" section from this snapshot (id or date) to the
+        reported one. Without it the section compares with the snapshot before the reported
+        one, when the store has one.
 
     Returns
     -------
@@ -334,6 +345,11 @@ def build_landscape_report(
     from irtscope.trials._screen import screen_studies
 
     proto = load_protocol(protocol)
+    store, until = _as_of_store(studies_or_store, as_of, since)
+    if until is not None:
+        from irtscope.trials._asof import StoreAsOf
+
+        studies_or_store = StoreAsOf(store, until)
     studies, hits, snapshot = _load_inputs(studies_or_store)
     if not studies:
         raise DataError("no registry records to report on (empty store or source)")
@@ -347,6 +363,7 @@ def build_landscape_report(
         )
     else:
         classification = pd.DataFrame(columns=list(CLASSIFICATION_COLUMNS))
+    changes = _snapshot_changes(store, proto, since, until, overrides)
     return write_landscape_report(
         screening,
         classification,
@@ -356,7 +373,35 @@ def build_landscape_report(
         entries_read=hits,
         snapshot=snapshot,
         progress=progress,
+        changes=changes,
     )
+
+
+def _as_of_store(source: Any, as_of: Any, since: Any) -> tuple[Any, int | None]:
+    """The store behind ``source`` (``None`` for plain records) and the ``as_of`` snapshot id."""
+    store = source if hasattr(source, "iter_studies") and hasattr(source, "con") else None
+    if store is None and (as_of is not None or since is not None):
+        raise DataError("as_of and since need a trials Store (they read its snapshots)")
+    if as_of is None:
+        return store, None
+    from irtscope.trials._asof import resolve_snapshot
+
+    return store, resolve_snapshot(store, as_of)
+
+
+def _snapshot_changes(store: Any, proto: Any, since: Any, until: int | None, overrides: Any) -> Any:
+    """Changes for the report's section: only when there is an earlier snapshot to compare."""
+    if store is None:
+        return None
+    from irtscope.trials._asof import list_snapshots
+    from irtscope.trials._changes import compare_snapshots
+
+    if since is None:
+        ids = list_snapshots(store)["snapshot_id"]
+        last = until if until is not None else (int(ids.max()) if len(ids) else None)
+        if last is None or not (ids < last).any():
+            return None
+    return compare_snapshots(store, proto, since=since, until=until, overrides=overrides)
 
 
 def _unique_by_id(studies: Iterable[dict], wanted: set[str]) -> list[dict]:
@@ -378,6 +423,7 @@ def write_landscape_report(
     entries_read: int | None = None,
     snapshot: Mapping[str, Any] | None = None,
     progress: ProgressCallback | None = None,
+    changes: Any = None,
 ) -> ReportResult:
     """Write tables, figures and HTML from screening and classification frames (contracts).
 
@@ -398,6 +444,9 @@ def write_landscape_report(
         Registry hits before de-duplication; default: the screened rows.
     snapshot
         ``source``, ``retrieved_at``, ``data_timestamp`` of the data.
+    changes
+        A :class:`~irtscope.trials._changes.SnapshotChanges`: adds the "Changes since"
+        section, ``tables/changes.*`` and ``figures/status_flows.*``.
     """
     proto = protocol
     out = Path(out_dir)
@@ -461,6 +510,13 @@ def write_landscape_report(
         figure_files[name] = save_figure(fig, out / "figures", name)
         if progress is not None:
             progress(1, None, "")
+    changes_context = None
+    if changes is not None:
+        from irtscope.trials._changes import report_section
+
+        changes_context, table_files["changes"], figure_files["status_flows"] = report_section(
+            changes, out, _clean
+        )
 
     kept_sub, dropped_sub = trend_categories(data, "sub")
     kept_major, dropped_major = trend_categories(data, "major")
@@ -534,6 +590,7 @@ def write_landscape_report(
             ["nct_id", "title", "reason_label", "evidence", "overridden"]
         ].to_dict("records"),
         "overrides": _override_rows(screening, classification),
+        "changes": changes_context,
         "table_names": sorted(table_files),
         "majors": INNOVATION_MAJORS,
         # `make demo` writes the imaging report beside this one (build/demo/imaging)
@@ -556,6 +613,7 @@ def write_landscape_report(
         comparison=comparison,
         explain=tables["explain"],
         snapshot=snapshot,
+        changes=changes,
     )
 
 
