@@ -187,3 +187,76 @@ def test_folder_import(small_records: list[dict], tmp_path: Path) -> None:
     with Store(":memory:") as store:
         report = import_paths(store, [folder])
         assert (report.files, report.new_studies, report.ok) == (4, 4, True)
+
+
+def _study_tables(counts: dict[str, int]) -> dict[str, int]:
+    """Row counts of the tables that hold studies (not the hit log or snapshots)."""
+    return {name: n for name, n in counts.items() if name not in ("entries", "snapshots")}
+
+
+def test_reimport_in_other_bytes_adds_no_version_at_the_memory_cap(
+    ctgov_dir: Path, tmp_path: Path
+) -> None:
+    """Issue 13, defect 1: every shared record again, re-serialised (other bytes, same
+    content), into a file store at DuckDB's import memory cap. Each known study's stored
+    versions are compared as JSON values; that used to fetch the whole batch's candidates
+    sorted in one query (OutOfMemoryException at 128 MB, then a TransactionException)."""
+    paths = [ctgov_dir / name for name in SHARED_FILES]
+    records = [record for path in paths for record in _load(path)]
+    compact = tmp_path / "again.jsonl"
+    compact.write_bytes(b"\n".join(orjson.dumps(record) for record in records))
+    repeated = tmp_path / "nsclc_x10.jsonl"
+    repeated.write_bytes(b"\n".join(orjson.dumps(r) for r in _load(paths[1]) * 10))
+    with Store(tmp_path / "t.duckdb") as store:
+        import_paths(store, paths)
+        before = store.table_counts()
+        report = import_paths(store, [compact, repeated])
+        assert report.failures == []
+        assert report.entries_read == len(records) + 1500
+        assert report.new_studies == report.new_versions == report.older_versions == 0
+        assert report.identical == report.entries_read
+        assert _study_tables(store.table_counts()) == _study_tables(before)
+        assert store.study_count() == 1925
+
+
+def _deep(levels: int, nct: str = "NCT09999999") -> bytes:
+    """A study-shaped record with one field nested ``levels`` deep (built here)."""
+    return (
+        b'{"protocolSection": {"identificationModule": {"nctId": "' + nct.encode() + b'"}}, '
+        b'"extra": ' + b"[" * levels + b"]" * levels + b"}"
+    )
+
+
+def test_deeply_nested_record_is_named_and_skipped(
+    small_records: list[dict], tmp_path: Path
+) -> None:
+    """Issue 13, defect 2: one record nested 5,000 levels used to raise RecursionError and
+    abort the command; it is now one failure, and the rest (of that file and later files) is
+    imported, whether the file is JSONL, a JSON list or a page."""
+    good = [orjson.dumps(r) for r in small_records[:6]]
+    deep_object = b'{"protocolSection": ' + b'{"a": ' * 3000 + b"1" + b"}" * 3001
+    jsonl = tmp_path / "deep.jsonl"
+    jsonl.write_bytes(b"\n".join([good[0], _deep(5000), good[1], deep_object]))
+    listed = tmp_path / "deep.json"
+    listed.write_bytes(b"[" + b",".join([good[2], _deep(1500), good[3]]) + b"]")
+    page = tmp_path / "page.json"
+    page.write_bytes(b'{"studies": [' + b",".join([_deep(2000), good[4]]) + b'], "x": 1}')
+    later = tmp_path / "later.jsonl"
+    later.write_bytes(good[5])
+    with Store(":memory:") as store:
+        report = import_paths(store, [jsonl, listed, page, later])
+        where = {(Path(f.path).name, f.position): f.reason for f in report.failures}
+        assert set(where) == {
+            ("deep.jsonl", "line 2"),
+            ("deep.jsonl", "line 4"),
+            ("deep.json", "item 1"),
+            ("page.json", "line 1 studies[0]"),
+        }
+        assert all("nested too deeply" in reason for reason in where.values()), where
+        assert report.new_studies == 6 and report.files == 4
+    result = CliRunner().invoke(
+        app, ["trials", "import", "--db", str(tmp_path / "c.duckdb"), str(jsonl), str(later)]
+    )
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output and "RecursionError" not in result.output
+    assert "line 2" in result.output and "nested too deeply" in result.output

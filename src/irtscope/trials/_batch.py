@@ -53,6 +53,12 @@ ROW_TYPES = {
     table: pa.struct([schema.field(i) for i in range(2, len(schema))])
     for table, schema in ARROW_SCHEMAS.items()
 }
+
+
+#: Why a record nested deeper than the JSON parsers go is skipped (real records: ~10 levels).
+NESTED_TOO_DEEPLY = "nested too deeply (over ~1,000 levels, more than the JSON parser allows)"
+
+
 class RawColumn:
     """The kept bytes of a batch's records, as an Arrow ``string_view`` column, uncopied.
 
@@ -177,6 +183,9 @@ class Batch:
             return
         except UnicodeDecodeError as exc:
             self._fail(record, None, f"not UTF-8 text: {exc}")
+            return
+        except RecursionError:  # msgspec descends once per level, within Python's limit
+            self._fail(record, None, NESTED_TOO_DEEPLY)
             return
         except TypeError as exc:  # a dict orjson cannot write (non-string keys, objects)
             self._fail(record, None, f"unusable record: {exc}")
@@ -308,59 +317,116 @@ def prepare(locator: str, record: RawRecord) -> Batch:
     return batch
 
 
+def load_json(raw: bytes | str) -> Any:
+    """Parse one stored record: orjson, or msgspec for what only msgspec reads.
+
+    The import's typed decode (msgspec) skips the fields no table needs, so a record can be
+    stored with a number orjson refuses there (``1e999``: orjson rejects infinities); such
+    a record must still be readable wherever the whole record is needed (screening,
+    comparing versions), or one odd value would stop every later command.
+    """
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return msgspec.json.decode(raw)
+
+
 class ContentMatcher:
-    """Finds a stored (or earlier in the batch) version with the same content as a record.
+    """Decides, by content, the records of a batch whose study is known but whose bytes are not.
 
     Version ids hash a record's compact bytes as written, which costs nothing extra at
     import; but two writers of the same record may differ in escapes (``\\u00e9`` or ``é``),
-    key order or number format. Only a study already known by its NCT id can be such a
-    twin, so only those are parsed whole and compared as JSON values, in one query per
-    batch for all of them (none at all in an import of new studies).
+    key order or number format. Only a study already known by its NCT id (stored, or earlier
+    in the batch) can be such a twin, so only those are parsed whole and compared as JSON
+    values with every stored version of that study and its earlier versions in the batch.
+
+    Memory stays bounded whatever the overlap with the store: stored versions are fetched
+    for :attr:`CHUNK` studies at a time, unsorted (ordering by ``seq`` in SQL made DuckDB
+    sort every candidate's raw JSON at once, which ran out of memory at the import cap as
+    soon as a batch re-imported a few thousand known studies in other bytes), and parsed
+    values are kept only while their study is being decided (all of a batch's candidates,
+    parsed, came to ten times the batch's bytes).
     """
 
-    def __init__(
-        self, con: Any, batch: Batch, versions: list[str], known_ids: set[str]
-    ) -> None:
+    #: studies whose stored versions one query fetches (a few MB of raw JSON)
+    CHUNK = 128
+
+    def __init__(self, con: Any, batch: Batch, versions: list[str]) -> None:
         self._con = con
         self._batch = batch
-        self._versions = versions
-        self._known_ids = set(known_ids)  # the ids stored before this batch
-        self._candidates: dict[str, list[tuple[str, Any]]] | None = None
+        self._versions = versions  # rewritten in place: a twin takes its match's version id
 
-    def _load(self) -> dict[str, list[tuple[str, Any]]]:
-        """Stored versions (id, raw text) of the batch's already-stored studies."""
-        pending = sorted(self._known_ids & set(self._batch.ncts))
-        candidates: dict[str, list[tuple[str, Any]]] = {nct: [] for nct in pending}
-        if pending:
-            self._con.register("_twin_ids", pa.table({"nct_id": pending}))
-            try:
-                rows = self._con.execute(
-                    "SELECT nct_id, version, raw FROM study_versions "
-                    "WHERE nct_id IN (SELECT nct_id FROM _twin_ids) ORDER BY seq"
-                ).fetchall()
-            finally:
-                self._con.unregister("_twin_ids")
-            for nct, version, raw in rows:
-                candidates[nct].append((version, raw))
-        return candidates
+    def resolve(
+        self, deferred: dict[str, list[int]], seeds: dict[str, int], outcomes: list[str]
+    ) -> None:
+        """Fill ``outcomes[i]`` (``identical`` or ``other_version``) for every deferred record.
 
-    def add(self, index: int) -> None:
-        """Record ``index`` of the batch is stored: later records may be its twins."""
-        if self._candidates is None:
-            self._candidates = self._load()
-        nct = self._batch.ncts[index]
-        self._candidates.setdefault(nct, []).append((self._versions[index], index))
+        ``deferred`` maps an NCT id to the indices (in batch order) still to decide;
+        ``seeds`` maps the NCT ids not stored before the batch to the index of their first
+        record in it (their only candidate to start with).
+        """
+        ncts = sorted(deferred)
+        for start in range(0, len(ncts), self.CHUNK):
+            chunk = ncts[start : start + self.CHUNK]
+            stored = self._stored([nct for nct in chunk if nct not in seeds])
+            for nct in chunk:
+                rows = sorted(stored.pop(nct, ()))  # by seq: oldest version first
+                candidates: list[tuple[str, bytes | str | int]] = [(v, raw) for _, v, raw in rows]
+                if nct in seeds:
+                    candidates.append((self._versions[seeds[nct]], seeds[nct]))
+                self._settle(deferred[nct], candidates, outcomes)
 
-    def stored_version_with_same_content(self, index: int) -> str | None:
-        if self._candidates is None:
-            self._candidates = self._load()
-        content = orjson.loads(self._batch.raws[index])
-        entries = self._candidates.get(self._batch.ncts[index], [])
-        for position, (version, raw) in enumerate(entries):
-            if not isinstance(raw, dict | list):  # parse each candidate once, when needed
-                text = self._batch.raws[raw] if isinstance(raw, int) else raw
-                raw = orjson.loads(text)
-                entries[position] = (version, raw)
-            if raw == content:
-                return version
-        return None
+    def _stored(self, ncts: list[str]) -> dict[str, list[tuple[int, str, str]]]:
+        """``(seq, version, raw)`` of every stored version of these studies (sorted ids)."""
+        found: dict[str, list[tuple[int, str, str]]] = {}
+        if not ncts:
+            return found
+        self._con.register("_twin_ids", pa.table({"nct_id": ncts}))
+        try:
+            rows = self._con.execute(
+                "SELECT v.nct_id, v.seq, v.version, v.raw FROM study_versions v "
+                "SEMI JOIN _twin_ids t ON v.nct_id = t.nct_id WHERE v.nct_id BETWEEN ? AND ?",
+                [ncts[0], ncts[-1]],
+            ).fetchall()
+        finally:
+            self._con.unregister("_twin_ids")
+        for nct, seq, version, raw in rows:
+            found.setdefault(nct, []).append((seq or 0, version, raw))
+        return found
+
+    def _settle(
+        self,
+        indices: list[int],
+        candidates: list[tuple[str, bytes | str | int]],
+        outcomes: list[str],
+    ) -> None:
+        """One study's deferred records, in order; a kept one is a candidate for the next."""
+        raws, versions = self._batch.raws, self._versions
+        known = {version for version, _ in candidates}
+        equal_to: dict[str, str] = {}  # bytes already found equal to a candidate -> its id
+        parsed: list[Any] = [None] * len(candidates)
+        for i in indices:
+            version = versions[i]
+            if version in known:
+                outcomes[i] = "identical"
+                continue
+            if version in equal_to:
+                versions[i] = equal_to[version]
+                outcomes[i] = "identical"
+                continue
+            content = load_json(raws[i])
+            match = None
+            for position, (candidate, raw) in enumerate(candidates):
+                if parsed[position] is None:  # parse each candidate once, when needed
+                    parsed[position] = load_json(raws[raw] if isinstance(raw, int) else raw)
+                if parsed[position] == content:
+                    match = candidate
+                    break
+            if match is not None:
+                equal_to[version] = versions[i] = match
+                outcomes[i] = "identical"
+                continue
+            outcomes[i] = "other_version"
+            candidates.append((version, i))
+            parsed.append(content)
+            known.add(version)

@@ -32,6 +32,7 @@ import orjson
 
 from irtscope._errors import DataError
 from irtscope.trials._duckdb import ROW_GROUP_SIZE
+from irtscope.trials._json_scan import split_nested
 
 logger = logging.getLogger(__name__)
 
@@ -190,6 +191,8 @@ def _split_value(data: bytes, path: str, where: str) -> Iterator[RawRecord]:
     except msgspec.DecodeError as exc:
         yield RawRecord(path, where or "file", error=f"invalid JSON: {exc}")
         return
+    except RecursionError:  # an item nested too deeply: split by brackets, so only it fails
+        label, items = split_nested(data)
     if items is None:
         yield RawRecord(path, where or "item 0", raw=data)
         return
@@ -223,6 +226,8 @@ def _iter_json_stream(stream: IO[bytes], path: str) -> Iterator[RawRecord]:
     except msgspec.DecodeError:
         yield from _split_value(first + buffered.read(), path, "")
         return
+    except RecursionError:  # too deep to check, so not the "{" line of indented JSON: JSONL
+        pass
     yield from _split_value(first, path, "line 1")
     for lineno, line in enumerate(buffered, start=2):
         if line.isspace():  # blank line (isspace stops at the first non-blank: no copy)
@@ -316,6 +321,12 @@ def iter_file(path: str | Path) -> Iterator[RawRecord]:
         yield RawRecord(str(path), "file", error=f"not UTF-8 text: {exc}")
 
 
+def _iter_files(paths: Iterable[Path]) -> Iterator[RawRecord]:
+    """The entries of several files, one after the other (a folder of legacy XML)."""
+    for path in paths:
+        yield from iter_file(path)
+
+
 def iter_batches(records: Iterable[RawRecord], size: int) -> Iterator[list[RawRecord]]:
     batch: list[RawRecord] = []
     for record in records:
@@ -355,19 +366,24 @@ def import_paths(
     """
     report = ImportReport()
     expanded: list[Path] = []
+    xml_folders: dict[Path, list[Path]] = {}
     for path in map(Path, paths):
         # A folder (e.g. an unpacked bulk download) stands for the files under it.
-        expanded.extend(
-            sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-        )
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        if path.is_dir() and (xml := [p for p in files if p.suffix.lower() == ".xml"]):
+            # Legacy XML holds one study per file (unpacked AllPublicXML: ~500,000 files):
+            # the folder's XML files are one snapshot, as the zip they came in would be.
+            xml_folders[path] = xml
+            files = [path] + [p for p in files if p.suffix.lower() != ".xml"]
+        expanded.extend(files)
     for path in expanded:
-        if not path.is_file():
+        if not path.is_file() and path not in xml_folders:
             report.failures.append(ImportFailure(str(path), None, None, "no such file"))
             continue
         logger.info("importing %s", path)
         try:
             file_report = store.import_records(
-                iter_file(path),
+                _iter_files(xml_folders[path]) if path in xml_folders else iter_file(path),
                 source=str(path),
                 kind="file",
                 progress=progress,

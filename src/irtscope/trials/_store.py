@@ -47,7 +47,7 @@ import xxhash
 
 from irtscope._errors import DataError
 from irtscope._gc import gc_paused
-from irtscope.trials._batch import Batch, ContentMatcher, RawColumn
+from irtscope.trials._batch import Batch, ContentMatcher, RawColumn, load_json
 from irtscope.trials._duckdb import ALIAS, BulkMode, attach
 from irtscope.trials._duckdb import first_row as _one
 from irtscope.trials._normalize import (
@@ -472,26 +472,30 @@ class Store:
         known_ids = {nct for nct, _ in stored_pairs}
         known_versions = {pair for pair in stored_pairs if pair in batch_pairs}
 
+        # Decided by bytes here; a known study in other bytes is decided by content below,
+        # in order within each study (an earlier record of a study may be a later's twin).
         outcomes: list[str] = []
-        twins = ContentMatcher(con, batch, versions, known_ids)
+        deferred: dict[str, list[int]] = {}  # NCT id -> records left to compare by content
+        seeds: dict[str, int] = {}  # NCT id new in this batch -> its first record
         for i, key in enumerate(zip(ncts, versions, strict=True)):
-            if key in known_versions:
+            nct = key[0]
+            if nct in deferred:
+                deferred[nct].append(i)
+                outcomes.append("")
+            elif key in known_versions:
                 outcomes.append("identical")
-                continue
-            if key[0] in known_ids:
+            elif nct in known_ids:
                 # Same study, other bytes: the same content written differently (escapes,
                 # key order, number format) is the stored version, not a new one.
-                match = twins.stored_version_with_same_content(i)
-                if match is not None:
-                    versions[i] = match
-                    outcomes.append("identical")
-                    continue
-                outcomes.append("other_version")
+                deferred[nct] = [i]
+                outcomes.append("")
             else:
                 outcomes.append("new")
-            twins.add(i)
-            known_versions.add(key)
-            known_ids.add(key[0])
+                seeds[nct] = i
+                known_versions.add(key)
+                known_ids.add(nct)
+        if deferred:
+            ContentMatcher(con, batch, versions).resolve(deferred, seeds, outcomes)
         version_array = pa.array(versions, pa.string())
         n_identical = outcomes.count("identical")
         kept = [o != "identical" for o in outcomes]
@@ -817,7 +821,7 @@ class Store:
                 if not rows:
                     break
                 for (raw,) in rows:
-                    yield orjson.loads(raw)
+                    yield load_json(raw)
         finally:
             cursor.close()
 
@@ -838,7 +842,7 @@ class Store:
                     [nct_id, version],
                 )
             )
-        return orjson.loads(row[0]) if row else None
+        return load_json(row[0]) if row else None
 
     def study_count(self) -> int:
         """Number of unique studies (current versions, aliases merged)."""
