@@ -39,14 +39,26 @@ def _run_evaluation(
     from irtscope._errors import DataError
     from irtscope.imaging._imaging_report import internal_external_summary, write_imaging_report
     from irtscope.imaging._manifest import load_manifest
-    from irtscope.imaging._validation import internal_external_table, merge_features
+    from irtscope.imaging._validation import internal_external_table, match_features
+    from irtscope.report import write_csv
 
     manifest = load_manifest(manifest_path, check_files=False)
     if not features_path.is_file():
         raise DataError(f"features table not found: {features_path}")
     features = pd.read_parquet(features_path)
-    frame = merge_features(manifest, features)
-    missing = len(manifest) - len(frame)
+    match = match_features(manifest, features)
+    frame = match.frame
+    unmatched = match.unmatched
+    no_features = int((unmatched["problem"] == "no features").sum())
+    not_in_manifest = int((unmatched["problem"] == "not in manifest").sum())
+    if not unmatched.empty:
+        out.mkdir(parents=True, exist_ok=True)
+        unmatched_csv = write_csv(unmatched, out / "unmatched_lesions.csv", index=False)
+        _warn(
+            f"{no_features} manifest lesion(s) without features and {not_in_manifest} feature "
+            f"row(s) without a manifest lesion are left out (e.g. "
+            f"{unmatched['lesion_id'].iloc[0]!r}); listed in {unmatched_csv}"
+        )
     # check the options before the progress bar starts, so a typo is one clean error line
     unknown = sorted(set(tasks) - {"pd", "os", "pfs"})
     if unknown:
@@ -76,11 +88,16 @@ def _run_evaluation(
             "manifest": str(manifest_path),
             "features": str(features_path),
             "lesions in manifest": len(manifest),
-            "lesions without features (excluded)": missing,
+            "lesions without features (excluded)": no_features,
+            "feature rows without a manifest lesion (excluded)": not_in_manifest,
             **(provenance or {}),
         },
         trials_report="../trials/report.html" if trials.is_file() else None,
     )
+    for key in ("feature columns dropped", "infinite values (treated as missing)"):
+        if key in result.settings:
+            listed = files.html.parent / "excluded_features.csv"
+            _warn(f"{key}: {result.settings[key]} (listed in {listed})")
     label = "SIMULATED data: " if result.simulated else ""
     summary = internal_external_summary(result.table)  # as computed, not the quoted CSV
     info(f"{label}internal vs external validation")
@@ -90,6 +107,18 @@ def _run_evaluation(
         out_console.print(escape(table_text), soft_wrap=True)
     info(escape(f"metrics -> {files.metrics_csv}\nreport  -> {files.html}"))
     return files
+
+
+def _warn(message: str) -> None:
+    """One warning line on stderr, shown even with ``--quiet`` (it changes what was computed).
+
+    Lesion ids and paths come from the user: printed verbatim, never as Rich markup.
+    """
+    from rich.markup import escape
+
+    from irtscope._console import err_console
+
+    err_console.print("[yellow]warning:[/] " + escape(message), highlight=False, soft_wrap=True)
 
 
 def evaluate(

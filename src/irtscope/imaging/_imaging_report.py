@@ -239,6 +239,8 @@ def write_imaging_report(
     preds = result.predictions.copy()
     preds.insert(0, "data", "SIMULATED" if result.simulated else "real")
     write_csv(preds, predictions_csv, index=False)
+    if not result.excluded.empty:  # dropped feature columns, infinite values: say which
+        write_csv(result.excluded, out / "excluded_features.csv", index=False)
 
     figures = []
     pd_preds = result.predictions[result.predictions["task"] == "per-lesion PD"]

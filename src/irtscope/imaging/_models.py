@@ -9,8 +9,10 @@ with what the development cohort taught.
 
 Column handling
 ---------------
-- radiomics columns: [ComBat by ``batch_column`` (optional)] -> median imputation ->
-  near-zero-variance filter -> correlation filter -> standard scaling;
+- radiomics columns: [median imputation -> ComBat by ``batch_column`` (optional)] -> median
+  imputation -> near-zero-variance filter -> correlation filter -> standard scaling (ComBat
+  needs complete data, so with harmonisation missing values are imputed first, with the
+  training median; without missing values that step changes nothing);
 - clinical numeric columns (e.g. ``pdl1``, ``age``): median imputation;
 - clinical categorical columns (e.g. ``arm``, ``sex``): constant ``"missing"`` imputation ->
   one-hot encoding that ignores categories unseen in training (an external cohort may use
@@ -104,7 +106,10 @@ def make_preprocessor(
         steps: list[tuple[str, Any]] = []
         columns = list(radiomics)
         if harmonize:
-            steps.append(("combat", ComBatHarmonizer(batch_column=batch_column)))
+            steps += [
+                ("impute_before_combat", _impute_keeping_batch(radiomics)),
+                ("combat", ComBatHarmonizer(batch_column=batch_column)),
+            ]
             columns = [*radiomics, batch_column]
         steps += [
             ("impute", SimpleImputer(strategy="median")),
@@ -133,6 +138,21 @@ def make_preprocessor(
         )
         transformers.append(("clinical", clinical_block, clinical))
     return ColumnTransformer(transformers, remainder="drop", sparse_threshold=0.0)
+
+
+def _impute_keeping_batch(radiomics: Sequence[str]) -> ColumnTransformer:
+    """Median-impute the radiomics columns, pass the batch column through, keep a DataFrame.
+
+    ComBat reads its batch column by name, so the output stays a DataFrame with the input's
+    column names. A column with no observed value in a training fold is kept (as 0) rather
+    than dropped, so every fold has the same columns; the variance filter removes it later.
+    """
+    return ColumnTransformer(
+        [("median", SimpleImputer(strategy="median", keep_empty_features=True), list(radiomics))],
+        remainder="passthrough",
+        verbose_feature_names_out=False,
+        sparse_threshold=0.0,
+    ).set_output(transform="pandas")
 
 
 def make_radiomics_classifier(

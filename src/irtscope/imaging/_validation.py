@@ -51,8 +51,10 @@ from irtscope.imaging._models import (
 
 __all__ = [
     "BURDEN_COLUMNS",
+    "FeatureMatch",
     "ValidationResult",
     "internal_external_table",
+    "match_features",
     "merge_features",
     "patient_level",
 ]
@@ -62,25 +64,87 @@ _VOLUME_COLUMNS = ("original_shape_MeshVolume", "original_shape_VoxelVolume")
 _LABEL_COLUMNS = ("pd", "os_time", "os_event", "pfs_time", "pfs_event")
 
 
+#: Columns of :attr:`ValidationResult.excluded` and :attr:`FeatureMatch.unmatched`.
+EXCLUDED_COLUMNS = ("problem", "column", "lesion_id", "cohort", "reason")
+UNMATCHED_COLUMNS = ("lesion_id", "patient_id", "cohort", "problem")
+
+
 @dataclass
 class ValidationResult:
-    """Metrics table plus the predictions behind it (for ROC, calibration and KM plots)."""
+    """Metrics table plus the predictions behind it (for ROC, calibration and KM plots).
+
+    ``excluded`` lists what the models did not use, one row per item (columns
+    :data:`EXCLUDED_COLUMNS`): ``problem`` is ``"column dropped"`` (all values missing or
+    constant in the development cohort; ``column`` and ``reason`` say which and why) or
+    ``"infinite value"`` (``lesion_id`` and ``column`` of an inf/-inf value, treated as
+    missing). Empty when every feature was usable.
+    """
 
     table: pd.DataFrame
     predictions: pd.DataFrame
     simulated: bool
     settings: dict[str, Any] = field(default_factory=dict)
+    excluded: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=EXCLUDED_COLUMNS))
 
 
-def merge_features(manifest: pd.DataFrame, features: pd.DataFrame) -> pd.DataFrame:
+@dataclass
+class FeatureMatch:
+    """Manifest x features join, with what did not match on either side.
+
+    ``unmatched`` has one row per lesion (columns :data:`UNMATCHED_COLUMNS`): ``problem`` is
+    ``"no features"`` (a manifest lesion the features table lacks: extraction failed or was
+    not run) or ``"not in manifest"`` (a feature row whose lesion the manifest does not list).
+    """
+
+    frame: pd.DataFrame
+    unmatched: pd.DataFrame
+
+
+def _first_duplicate(ids: pd.Series, name: str) -> None:
+    repeated = ids[ids.duplicated(keep=False)]
+    if repeated.empty:
+        return
+    first = repeated.iloc[0]
+    count = int((repeated == first).sum())
+    others = repeated.nunique() - 1
+    more = f" (and {others} more repeated lesion ids)" if others else ""
+    raise DataError(
+        f"{name} has {count} rows for lesion {first!r}{more}; keep one row per lesion_id "
+        f"(e.g. features.parquet of one extraction run, not several concatenated)"
+    )
+
+
+def _ids(frame: pd.DataFrame, name: str) -> pd.Series:
+    """``lesion_id`` as text: a CSV manifest reads ids as text, a parquet file may hold ints."""
+    if "lesion_id" not in frame.columns:
+        raise DataError(f"{name} has no lesion_id column")
+    ids = frame["lesion_id"]
+    missing = ids.isna()
+    if missing.any():
+        raise DataError(
+            f"{name} row {int(np.flatnonzero(missing.to_numpy())[0])} has no lesion_id"
+        )
+    return ids.astype(str)
+
+
+def match_features(manifest: pd.DataFrame, features: pd.DataFrame) -> FeatureMatch:
     """Join extracted features with the manifest's labels and clinical columns by lesion.
 
-    Lesions without features (extraction failures) are dropped; the caller reports them from
-    the extraction failures table. Identifier columns must agree between the two inputs.
+    Lesion ids are compared as text. Lesions on one side only are returned in
+    :attr:`FeatureMatch.unmatched` for the caller to report (they are never silently lost).
+
+    Raises
+    ------
+    DataError
+        A repeated lesion id (on either side, naming it), no shared lesion at all, features
+        and manifest disagreeing on a lesion's patient or cohort, or a manifest cohort none of
+        whose lesions has features (a whole cohort would otherwise vanish from the results).
     """
-    for name, frame in (("manifest", manifest), ("features", features)):
-        if "lesion_id" not in frame.columns:
-            raise DataError(f"{name} has no lesion_id column")
+    manifest_ids, feature_ids = _ids(manifest, "manifest"), _ids(features, "features table")
+    _first_duplicate(manifest_ids, "manifest")
+    _first_duplicate(feature_ids, "features table")
+    manifest = manifest.assign(lesion_id=manifest_ids)
+    features = features.assign(lesion_id=feature_ids)
     extra = [c for c in manifest.columns if c not in features.columns or c == "lesion_id"]
     merged = features.merge(manifest[extra], on="lesion_id", how="inner", validate="1:1")
     if merged.empty:
@@ -96,7 +160,38 @@ def merge_features(manifest: pd.DataFrame, features: pd.DataFrame) -> pd.DataFra
                     f"features and manifest disagree on {column} for lesion "
                     f"{bad['lesion_id'].iloc[0]!r}"
                 )
-    return merged
+    unmatched = _unmatched(manifest, features, set(merged["lesion_id"]))
+    if "cohort" in manifest.columns:
+        counts = manifest["cohort"].astype(str).value_counts(sort=False)
+        kept = manifest.loc[manifest["lesion_id"].isin(merged["lesion_id"]), "cohort"]
+        for cohort, n in counts.items():
+            if cohort not in set(kept.astype(str)):
+                raise DataError(
+                    f"cohort {cohort!r}: none of its {n} manifest lesions has features (no "
+                    "features, extraction failed for all, or features of another manifest); "
+                    "extract them, or leave the cohort out of the manifest"
+                )
+    return FeatureMatch(frame=merged, unmatched=unmatched)
+
+
+def _unmatched(manifest: pd.DataFrame, features: pd.DataFrame, matched: set[str]) -> pd.DataFrame:
+    parts = []
+    for frame, problem in ((manifest, "no features"), (features, "not in manifest")):
+        rows = frame[~frame["lesion_id"].isin(matched)]
+        part = pd.DataFrame({"lesion_id": rows["lesion_id"].to_numpy()})
+        for column in ("patient_id", "cohort"):
+            part[column] = rows[column].to_numpy() if column in rows else None
+        part["problem"] = problem
+        parts.append(part)
+    return pd.concat(parts, ignore_index=True).reindex(columns=list(UNMATCHED_COLUMNS))
+
+
+def merge_features(manifest: pd.DataFrame, features: pd.DataFrame) -> pd.DataFrame:
+    """:func:`match_features` without the unmatched lesions (``.frame`` only).
+
+    Prefer :func:`match_features` where the lesions found on one side only can be reported.
+    """
+    return match_features(manifest, features).frame
 
 
 #: Patient-level burden features added by :func:`patient_level`.
@@ -180,6 +275,18 @@ def internal_external_table(
     Returns
     -------
     ValidationResult
+        With :attr:`~ValidationResult.excluded`: radiomics columns that are all missing or
+        constant in the development cohort are dropped (nothing can be learnt from them, and
+        an all-missing column breaks imputation and ComBat); infinite values (a degenerate
+        feature computation) are treated as missing, and each is listed with its lesion and
+        column.
+
+    Raises
+    ------
+    DataError
+        Unknown task or cohort, no radiomics column left, a cohort whose radiomics values are
+        all missing, a development cohort with one class (PD) or no event (survival), naming
+        the cohort; or a model that cannot be fitted, naming task, model and cohort.
     """
     unknown = set(tasks) - set(_TASKS)
     if unknown:
@@ -194,6 +301,7 @@ def internal_external_table(
     radiomics = radiomics_columns(frame)
     if not radiomics:
         raise DataError("no radiomics feature columns (original_*, wavelet-*, ...) in frame")
+    frame, radiomics, excluded = _screen_features(frame, radiomics, development, externals)
     clinical = [c for c in clinical if c in frame.columns]
     simulated = bool("simulated" in frame.columns and frame["simulated"].eq(True).any())
     rng = check_random_state(random_state)
@@ -212,14 +320,18 @@ def internal_external_table(
 
     rows: list[dict[str, Any]] = []
     predictions: list[pd.DataFrame] = []
+    skipped: list[str] = []
     patients = patient_level(frame)
     for task, model_name, clin, harm in jobs:
-        data = _usable(frame if task == "pd" else patients, task)
+        source = frame if task == "pd" else patients
+        data = _usable(source, task)
         dev = data[data["cohort"] == development].reset_index(drop=True)
         if dev.empty:
+            skipped.append(f"{_TASKS[task]}: no development lesions with {task} labels")
             if progress:
                 progress(1, None, "")
             continue
+        _check_outcome(task, dev, development)
         features = radiomics if task == "pd" else [*radiomics, *BURDEN_COLUMNS]
         estimator = _estimator(task, features, clin, harm, batch_column, n_estimators, seed)
         skip = _tuning_problem(task, dev, n_splits, inner_splits) if tune else None
@@ -263,6 +375,8 @@ def internal_external_table(
         for cohort in externals:
             ext = data[data["cohort"] == cohort].reset_index(drop=True)
             if ext.empty:
+                if (source["cohort"] == cohort).any():  # the cohort is there, its labels not
+                    rows.append(_unlabelled_row(base, task, cohort))
                 continue
             score = np.asarray(getattr(final, method)(ext))
             scored.append(("external", cohort, ext, score[:, 1] if score.ndim == 2 else score))
@@ -293,7 +407,110 @@ def internal_external_table(
         "random_state": random_state,
         "n_radiomics_features": len(radiomics),
     }
-    return ValidationResult(table=table, predictions=preds, simulated=simulated, settings=settings)
+    dropped = excluded[excluded["problem"] == "column dropped"]
+    if not dropped.empty:
+        settings["feature columns dropped"] = "; ".join(
+            f"{c} ({r})" for c, r in zip(dropped["column"], dropped["reason"], strict=True)
+        )
+    infinite = excluded[excluded["problem"] == "infinite value"]
+    if not infinite.empty:
+        shown = ", ".join(
+            f"{lesion!r} {column}"
+            for lesion, column in zip(infinite["lesion_id"][:5], infinite["column"][:5],
+                                      strict=True)
+        )
+        more = f" and {len(infinite) - 5} more" if len(infinite) > 5 else ""
+        settings["infinite values (treated as missing)"] = f"{shown}{more}"
+    if skipped:
+        settings["skipped"] = "; ".join(dict.fromkeys(skipped))
+    return ValidationResult(table=table, predictions=preds, simulated=simulated,
+                            settings=settings, excluded=excluded)
+
+
+def _screen_features(
+    frame: pd.DataFrame, radiomics: list[str], development: str, externals: Sequence[str]
+) -> tuple[pd.DataFrame, list[str], pd.DataFrame]:
+    """Drop unusable radiomics columns and turn infinite values into missing ones.
+
+    Why here, before any model: an all-missing column makes the imputer drop it silently in
+    some folds (so fold shapes differ) and ComBat fail; a column constant in the development
+    cohort carries no information; an infinite value makes scikit-learn refuse the whole
+    matrix, which used to surface as a misleading "use fewer folds" error. Returns the cleaned
+    frame, the kept columns and the :attr:`ValidationResult.excluded` table.
+    """
+    values = frame[radiomics].astype(float)
+    records: list[dict[str, Any]] = []
+    infinite = np.isinf(values.to_numpy())
+    if infinite.any():
+        for i, j in zip(*np.nonzero(infinite), strict=True):
+            records.append({
+                "problem": "infinite value", "column": radiomics[j],
+                "lesion_id": frame["lesion_id"].iloc[i] if "lesion_id" in frame else None,
+                "cohort": frame["cohort"].iloc[i], "reason": "treated as missing",
+            })
+        values = values.mask(np.isinf(values))
+    dev = values[(frame["cohort"] == development).to_numpy()]
+    kept = []
+    for column in radiomics:
+        observed = dev[column].dropna()
+        if observed.empty:
+            everywhere = values[column].isna().all()
+            reason = ("all values missing" if everywhere else
+                      f"all values missing in development cohort {development!r}")
+        elif observed.nunique() == 1:
+            reason = f"constant in development cohort {development!r} ({observed.iloc[0]:.6g})"
+        else:
+            kept.append(column)
+            continue
+        records.append({"problem": "column dropped", "column": column, "lesion_id": None,
+                        "cohort": development, "reason": reason})
+    if not kept:
+        raise DataError(
+            f"no usable radiomics column: all {len(radiomics)} are missing or constant in "
+            f"development cohort {development!r} (check the extraction's failures.csv)"
+        )
+    out = frame.drop(columns=[c for c in radiomics if c not in kept])
+    out[kept] = values[kept].to_numpy()
+    for cohort in [development, *externals]:
+        rows = (out["cohort"] == cohort).to_numpy()
+        if rows.any() and out.loc[rows, kept].isna().all(axis=None):
+            raise DataError(
+                f"cohort {cohort!r}: every radiomics value is missing for its {int(rows.sum())} "
+                f"lesions ({len(kept)} feature columns); re-extract its features (see "
+                "failures.csv) or leave the cohort out of the manifest"
+            )
+    excluded = pd.DataFrame(records, columns=list(EXCLUDED_COLUMNS))
+    return out, kept, excluded
+
+
+def _check_outcome(task: str, dev: pd.DataFrame, development: str) -> None:
+    """A model needs both classes (PD) or at least one event (survival) to learn anything."""
+    if task == "pd":
+        classes = sorted(pd.unique(dev["pd"]).tolist())
+        if len(classes) < 2:
+            raise DataError(
+                f"{_TASKS[task]}: development cohort {development!r} has one class only (pd = "
+                f"{classes[0]} for all {len(dev)} lesions); the classifier needs lesions with "
+                "and without progressive disease (or leave pd out of --tasks)"
+            )
+        return
+    events = int(dev[f"{task}_event"].astype(bool).sum())
+    if events == 0:
+        raise DataError(
+            f"{_TASKS[task]}: development cohort {development!r} has no event "
+            f"({task}_event = 0 for all {len(dev)} patients); a survival model needs events "
+            f"(or leave {task} out of --tasks)"
+        )
+
+
+def _unlabelled_row(base: dict[str, Any], task: str, cohort: str) -> dict[str, Any]:
+    """A table row for an external cohort present in the data without labels for ``task``."""
+    labels = "pd" if task == "pd" else f"{task}_time/{task}_event"
+    return dict(
+        base, setting="external", cohort=cohort, n_patients=0, n_lesions=0, n_events=0,
+        metric="AUC" if task == "pd" else "C-index (Harrell)", **_nan_metrics(),
+        note=f"no {labels} labels in this cohort: not evaluated",
+    )
 
 
 def _tuning_problem(task: str, dev: pd.DataFrame, n_splits: int, inner_splits: int) -> str | None:
