@@ -27,7 +27,13 @@ import SimpleITK as sitk
 
 from irtscope._errors import DataError, GeometryError
 
-__all__ = ["dicom_modality", "fill_polygon", "read_rtstruct_mask", "read_seg_mask"]
+__all__ = [
+    "check_series",
+    "dicom_modality",
+    "fill_polygon",
+    "read_rtstruct_mask",
+    "read_seg_mask",
+]
 
 SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
 RTSTRUCT_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.481.3"
@@ -38,6 +44,108 @@ _SLICE_TOL = 0.25
 _PLANAR_TOL = 0.1
 # In-plane slack (in voxels) beyond the outer voxel edges before a contour is "outside".
 _EDGE_TOL = 1e-3
+# Slice gaps may differ from the median gap by this fraction (DICOM positions are decimal
+# strings; real scanners jitter by microns) before the series counts as non-uniform.
+_SPACING_TOL = 0.01
+
+
+def check_series(folder: Path, files: list[str], series_uid: str, what: str) -> None:
+    """Refuse a DICOM series that GDCM would read with a hole in it.
+
+    GDCM silently leaves out a slice file it cannot parse (e.g. cut short by a failed copy),
+    and ITK then stacks the remaining slices as if they were evenly spaced (it only logs a
+    "non uniform sampling" warning), so a missing slice shifts every slice after it. Checked
+    from the headers only (no pixel data is read):
+
+    - every file of ``folder`` whose header says it belongs to ``series_uid`` must be among
+      ``files`` (the ones GDCM could read); one that is not is a truncated or corrupt file;
+    - a file whose pixel data is shorter than Rows x Columns x BitsAllocated announces
+      (uncompressed transfer syntaxes) is truncated;
+    - the slice positions (ImagePositionPatient along the slice normal) must be evenly
+      spaced: a gap that differs from the median by more than 1 % is named with its position
+      and size (a missing slice, or a non-uniform series that needs resampling first).
+
+    Raises
+    ------
+    DataError
+        Naming the file, or the gap in mm.
+    """
+    readable = {Path(f).resolve() for f in files}
+    for path in sorted(folder.iterdir()):
+        if not path.is_file() or path.resolve() in readable or not _has_dicom_preamble(path):
+            continue
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SeriesInstanceUID"])
+        except Exception as exc:  # pydicom raises several types for a damaged header
+            raise DataError(
+                f"{what}: truncated or corrupt image: DICOM file {path.name!r} is unreadable "
+                f"({type(exc).__name__})"
+            ) from exc
+        if str(ds.get("SeriesInstanceUID", "")) == series_uid:
+            raise DataError(
+                f"{what}: truncated or corrupt image: DICOM file {path.name!r} of the series "
+                "cannot be read (cut short or damaged), so the volume would miss a slice"
+            )
+    positions = []
+    for name in files:
+        ds = pydicom.dcmread(name, defer_size=256)
+        _check_pixel_bytes(ds, Path(name), what)
+        ipp, iop = ds.get("ImagePositionPatient"), ds.get("ImageOrientationPatient")
+        if ipp is None or iop is None or len(iop) != 6:
+            return  # not a positioned cross-sectional series: nothing to compare
+        normal = np.cross(np.array(iop[:3], dtype=float), np.array(iop[3:], dtype=float))
+        positions.append((float(np.dot(normal, np.array(ipp, dtype=float))), Path(name).name))
+    if len(positions) < 3:
+        return
+    positions.sort()
+    z = np.array([p for p, _ in positions])
+    gaps = np.diff(z)
+    typical = float(np.median(gaps))
+    if typical <= 0:
+        raise DataError(f"{what}: several slices share one position ({positions[0][0]:g} mm)")
+    bad = np.flatnonzero(np.abs(gaps - typical) > _SPACING_TOL * typical)
+    if bad.size:
+        i = int(bad[0])
+        raise DataError(
+            f"{what}: non-uniform slice spacing: {gaps[i]:.4g} mm between slices at "
+            f"{z[i]:.4g} mm ({positions[i][1]}) and {z[i + 1]:.4g} mm ({positions[i + 1][1]}), "
+            f"where the series is otherwise spaced {typical:.4g} mm ({bad.size} irregular "
+            "gap(s) in all); a slice is missing, or the series must be resampled to uniform "
+            "spacing before it is used"
+        )
+
+
+def _has_dicom_preamble(path: Path) -> bool:
+    try:
+        with path.open("rb") as handle:
+            handle.seek(128)
+            return handle.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
+def _check_pixel_bytes(ds: pydicom.Dataset, path: Path, what: str) -> None:
+    """An uncompressed slice whose pixel data is shorter than its header says is truncated."""
+    meta = getattr(ds, "file_meta", None)
+    syntax = getattr(meta, "TransferSyntaxUID", None) if meta is not None else None
+    if syntax is None or getattr(syntax, "is_compressed", True) or "PixelData" not in ds:
+        return
+    try:
+        expected = (int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1))
+                    * int(ds.get("NumberOfFrames", 1) or 1) * int(ds.BitsAllocated) + 7) // 8
+    except (AttributeError, TypeError, ValueError):
+        return
+    element = ds.get_item(0x7FE00010)  # the raw (deferred) element: length, file offset
+    length = getattr(element, "length", None)
+    if length is None or length == 0xFFFFFFFF:
+        return
+    end = getattr(element, "value_tell", None)
+    size = path.stat().st_size
+    if length < expected or (end is not None and end + length > size):
+        raise DataError(
+            f"{what}: truncated or corrupt image: DICOM file {path.name!r} holds less pixel "
+            f"data than its header announces ({expected} bytes)"
+        )
 
 
 def dicom_modality(path: Path) -> str | None:

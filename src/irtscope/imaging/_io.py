@@ -10,10 +10,24 @@ Supported inputs:
 
 Every image returned has its metadata dictionary emptied: DICOM headers (patient name, id,
 birth date, ...) are never carried into the objects, files or summaries irtscope writes.
+
+Damaged files are refused, not read with a hole: ITK reads a NIfTI file that was cut short
+(or whose gzip stream is broken) without complaint and fills the missing voxels with 0, and
+stacks a DICOM series with a missing slice as if it were evenly spaced. So a NIfTI file's size
+is compared with what its header announces and a gzip stream is checked to its end (CRC and
+length) before ITK reads it, a DICOM series is checked by :func:`~irtscope.imaging._dicom.
+check_series`, and every such error says "truncated or corrupt image".
+
+A label map must look like one: a CT (or a probability map) given as the mask would otherwise
+turn every voxel equal to 1 into "the lesion". Unless the label is given explicitly, a mask
+with fractional values or more than :data:`MAX_LABELS` distinct values is refused.
 """
 
 from __future__ import annotations
 
+import gzip
+import struct
+import zlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,7 +36,12 @@ import numpy as np
 import SimpleITK as sitk
 
 from irtscope._errors import DataError, GeometryError
-from irtscope.imaging._dicom import dicom_modality, read_rtstruct_mask, read_seg_mask
+from irtscope.imaging._dicom import (
+    check_series,
+    dicom_modality,
+    read_rtstruct_mask,
+    read_seg_mask,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -34,6 +53,12 @@ __all__ = ["image_summary", "read_image", "read_lesion", "read_mask"]
 GEOMETRY_TOLERANCE = 1e-3
 
 _IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm")
+
+#: A label map with more distinct values than this (in a sample of its voxels) is taken for an
+#: image, not a mask, unless the label is given explicitly.
+MAX_LABELS = 16
+
+DAMAGED = "truncated or corrupt image"
 
 
 def read_image(path: str | Path) -> sitk.Image:
@@ -63,7 +88,7 @@ def read_image(path: str | Path) -> sitk.Image:
 def read_mask(
     path: str | Path,
     reference_image: sitk.Image | None,
-    label: int = 1,
+    label: int | None = None,
     roi_name: str | None = None,
 ) -> sitk.Image:
     """Read a lesion mask as a UInt8 0/1 image on the grid of ``reference_image``.
@@ -76,8 +101,10 @@ def read_mask(
     reference_image : SimpleITK.Image or None
         The image the mask belongs to. RTSTRUCT contours and SEG frames are placed on its grid;
         a label map must match its geometry. May be None for label maps only (no check).
-    label : int, default 1
+    label : int, optional
         Label-map value of the lesion; for a SEG with several segments, the segment number.
+        Default 1, and then a label map must look like one (integer values, at most
+        :data:`MAX_LABELS` distinct values); an explicit label accepts any scalar image.
     roi_name : str, optional
         RTSTRUCT ROI name or SEG segment label, matched exactly, then case-insensitively, then
         as a regular expression that must match the whole name (``"GTV.*"``). Needed when the
@@ -91,13 +118,15 @@ def read_mask(
     Raises
     ------
     DataError
-        Missing or unreadable file, unknown ROI/segment.
+        Missing, unreadable, truncated or corrupt file, unknown ROI/segment, not a label map.
     GeometryError
         The mask is empty, lies (partly) outside the image, or its grid differs from the
         reference beyond :data:`GEOMETRY_TOLERANCE`.
     """
     what = f"mask {str(path)!r}"
-    mask = _read_mask(Path(path), reference_image, label, roi_name, what)
+    explicit = label is not None
+    label = 1 if label is None else int(label)
+    mask = _read_mask(Path(path), reference_image, label, roi_name, what, explicit=explicit)
     if reference_image is not None:
         _check_geometry(reference_image, mask, what, GEOMETRY_TOLERANCE)
         mask.CopyInformation(reference_image)
@@ -116,7 +145,9 @@ def read_lesion(
     row : pandas.Series or Mapping
         A row of :func:`~irtscope.imaging.load_manifest` (``lesion_id``, ``image_path``,
         ``mask_path``, optional ``mask_label`` and ``roi_name``). Relative paths in a raw
-        mapping resolve against the working directory.
+        mapping resolve against the working directory. The label counts as given explicitly
+        when ``mask_label_given`` says so (manifest rows), or, without that column, when
+        ``mask_label`` is present (raw mappings).
     tolerance : float, keyword-only
         Allowed spacing/origin difference as a fraction of a voxel, and direction-cosine
         difference.
@@ -141,6 +172,8 @@ def read_lesion(
     if image_path is None or mask_path is None:
         raise DataError(f"{what}: row needs image_path and mask_path")
     label = _field(row, "mask_label")
+    given = _field(row, "mask_label_given")
+    explicit = label is not None if given is None else bool(given)
     label = 1 if label is None else int(label)
     roi_name = _field(row, "roi_name")
     image = _read_image(Path(str(image_path)), what=f"{what}: image {str(image_path)!r}")
@@ -150,6 +183,7 @@ def read_lesion(
         label,
         None if roi_name is None else str(roi_name),
         f"{what}: mask {str(mask_path)!r}",
+        explicit=explicit,
     )
     _check_geometry(image, mask, what, tolerance)
     mask.CopyInformation(image)
@@ -217,20 +251,97 @@ def _read_image(path: Path, what: str) -> sitk.Image:
             series = reader.GetGDCMSeriesIDs(str(path))
             if not series:
                 raise DataError(f"{what}: folder holds no DICOM image series")
-            files = max(
-                (reader.GetGDCMSeriesFileNames(str(path), uid) for uid in sorted(series)),
-                key=len,
+            uid, files = max(
+                ((uid, reader.GetGDCMSeriesFileNames(str(path), uid)) for uid in sorted(series)),
+                key=lambda item: len(item[1]),
             )
+            check_series(path, list(files), uid, what)
             reader.SetFileNames(files)
             image = reader.Execute()
         else:
+            _check_file_integrity(path, what)
             image = sitk.ReadImage(str(path))
     except DataError:
         raise
     except RuntimeError as exc:  # SimpleITK reports every read failure as RuntimeError
         reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unreadable"
-        raise DataError(f"{what}: SimpleITK cannot read it ({reason})") from exc
+        if "Unable to determine ImageIO reader" in str(exc):
+            raise DataError(
+                f"{what}: SimpleITK cannot read it: not a recognised image format ({reason})"
+            ) from exc
+        # the file exists and its format is known: the data is cut short or damaged (NRRD
+        # "expected N bytes but received M", MetaImage "data not read completely", ...)
+        raise DataError(f"{what}: {DAMAGED} (SimpleITK cannot read it: {reason})") from exc
     return _strip_metadata(image)
+
+
+def _check_file_integrity(path: Path, what: str) -> None:
+    """Refuse a NIfTI file shorter than its header announces, or a broken gzip stream.
+
+    Why: ITK's NIfTI reader fills whatever is missing with 0 and reports success, so a file
+    cut at 50 % yields an image whose second half is 0 (and plausible-looking features).
+    A ``.gz`` file is decompressed to its end once (discarding the output): that checks the
+    gzip CRC and length, and counts the bytes the header is compared with.
+    """
+    name = path.name.lower()
+    if not name.endswith((".nii", ".nii.gz", ".gz")):
+        return
+    with path.open("rb") as handle:
+        compressed = handle.read(2) == b"\x1f\x8b"  # by content: the name may not tell
+    header = b""
+    total = 0
+    try:
+        if compressed:
+            with gzip.open(path, "rb") as stream:
+                while chunk := stream.read(1 << 20):
+                    if len(header) < 540:
+                        header += chunk[: 540 - len(header)]
+                    total += len(chunk)
+        else:
+            with path.open("rb") as handle:
+                header = handle.read(540)
+            total = path.stat().st_size
+    except (EOFError, gzip.BadGzipFile, zlib.error, OSError) as exc:
+        reason = str(exc) or type(exc).__name__
+        raise DataError(f"{what}: {DAMAGED} (gzip stream: {reason})") from exc
+    if not name.endswith((".nii", ".nii.gz")):
+        return
+    expected = _nifti_expected_bytes(header)
+    if expected is not None and total < expected:
+        raise DataError(
+            f"{what}: {DAMAGED} (the file holds {total:,} bytes"
+            f"{' uncompressed' if compressed else ''}, its NIfTI header announces {expected:,})"
+        )
+
+
+def _nifti_expected_bytes(header: bytes) -> int | None:
+    """Header offset plus voxel data size announced by a NIfTI-1/NIfTI-2 header, or None.
+
+    None when the bytes are not a single-file NIfTI header (e.g. an Analyze/NIfTI pair whose
+    voxels live in a separate ``.img``): ITK will then say what is wrong.
+    """
+    for order in ("<", ">"):
+        if len(header) >= 348 and struct.unpack(order + "i", header[:4])[0] == 348:
+            if header[344:348] != b"n+1\x00":
+                return None
+            dims = struct.unpack(order + "8h", header[40:56])
+            bitpix = struct.unpack(order + "h", header[72:74])[0]
+            offset = int(struct.unpack(order + "f", header[108:112])[0])
+            break
+        if len(header) >= 540 and struct.unpack(order + "i", header[:4])[0] == 540:
+            if header[4:8] != b"n+2\x00":
+                return None
+            bitpix = struct.unpack(order + "h", header[14:16])[0]
+            dims = struct.unpack(order + "8q", header[16:80])
+            offset = int(struct.unpack(order + "q", header[168:176])[0])
+            break
+    else:
+        return None
+    n_dims = dims[0]
+    if not 1 <= n_dims <= 7 or bitpix <= 0:
+        return None
+    voxels = int(np.prod([max(int(d), 1) for d in dims[1 : n_dims + 1]], dtype=np.int64))
+    return max(offset, 0) + (voxels * int(bitpix) + 7) // 8
 
 
 def _mask_source(path: Path, what: str) -> tuple[str, Path]:
@@ -263,6 +374,8 @@ def _read_mask(
     label: int,
     roi_name: str | None,
     what: str,
+    *,
+    explicit: bool = True,
 ) -> sitk.Image:
     if not path.exists():
         raise DataError(f"{what}: file not found")
@@ -279,6 +392,8 @@ def _read_mask(
             f"{what}: label map has {labels.GetNumberOfComponentsPerPixel()} "
             "components per voxel; expected a scalar label image"
         )
+    if not explicit:
+        _check_label_map(labels, what)
     mask = sitk.GetImageFromArray((sitk.GetArrayViewFromImage(labels) == label).astype(np.uint8))
     mask.CopyInformation(labels)
     if not _any_voxel(mask):
@@ -288,6 +403,39 @@ def _read_mask(
             f"{what}: mask is empty (no voxel has label {label}; labels present: {shown})"
         )
     return mask
+
+
+def _check_label_map(labels: sitk.Image, what: str) -> None:
+    """Refuse an image that is not a label map (a CT, a probability map) given as the mask.
+
+    Distinct values are counted on an evenly strided sample of about a million voxels (a CT
+    shows hundreds at once; counting all voxels of a large CT would cost seconds); fractional
+    values are looked for among all non-zero voxels of a float image (a small lesion could
+    fall between the sample points).
+    """
+    array = sitk.GetArrayViewFromImage(labels)
+    flat = array.reshape(-1)
+    sample = flat[:: max(1, flat.size // 1_000_000)]
+    distinct = np.unique(sample)
+    hint = (
+        "pass the lesion's label map, or set mask_label in the manifest to use a value of "
+        "this image as the lesion"
+    )
+    if distinct.size > MAX_LABELS:
+        raise DataError(
+            f"{what}: not a label map ({distinct.size} distinct values in a sample of "
+            f"{sample.size:,} voxels, more than {MAX_LABELS}, from {distinct[0]:g} to "
+            f"{distinct[-1]:g}: an image, not a mask?); {hint}"
+        )
+    if np.issubdtype(array.dtype, np.floating):
+        values = flat[flat != 0]
+        fractional = values[values != np.round(values)]
+        if fractional.size:
+            raise DataError(
+                f"{what}: not a label map (float voxels with fractional values, e.g. "
+                f"{float(fractional[0]):g}: a probability map?); threshold it into a label "
+                f"map, or {hint.split(', or ')[1]}"
+            )
 
 
 def _any_voxel(mask: sitk.Image) -> bool:

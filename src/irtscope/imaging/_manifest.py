@@ -50,7 +50,9 @@ CLINICAL_COLUMNS: tuple[str, ...] = (
 
 #: Optional columns with a known meaning (type-checked when present). Other extra columns are
 #: kept unchanged, so a study can carry its own covariates.
-OPTIONAL_COLUMNS: tuple[str, ...] = ("mask_label", "roi_name", "pd", *CLINICAL_COLUMNS, "simulated")
+OPTIONAL_COLUMNS: tuple[str, ...] = (
+    "mask_label", "mask_label_given", "roi_name", "pd", *CLINICAL_COLUMNS, "simulated"
+)
 
 # Strings that mean "no value" in a CSV cell (what pandas, R and spreadsheets write).
 _MISSING = frozenset({"", "na", "nan", "n/a", "none", "null", "<na>"})
@@ -121,8 +123,10 @@ def validate_manifest(
     Returns
     -------
     pandas.DataFrame
-        Columns in input order plus ``mask_label`` (int, default 1), ``roi_name`` (str or
-        None) and ``simulated`` (bool, default False) when absent. Id, cohort, path, ``arm``
+        Columns in input order plus ``mask_label`` (int, default 1), ``mask_label_given``
+        (bool: the manifest gave the label, so a mask that does not look like a label map is
+        accepted), ``roi_name`` (str or None) and ``simulated`` (bool, default False) when
+        absent. Id, cohort, path, ``arm``
         and ``sex`` columns are ``str`` (missing optional text is ``None``); ``image_path`` and
         ``mask_path`` are absolute; times, ``pdl1`` and ``age`` are float (NaN when missing);
         ``pd`` and the event columns are nullable ``Int64`` in {0, 1}.
@@ -197,6 +201,7 @@ def validate_manifest(
         "arm": (_text_or_none, "text"),
         "sex": (_text_or_none, "text"),
         "simulated": (_boolean, "true or false"),
+        "mask_label_given": (_boolean, "true or false"),
     }
     for column, (convert, expected) in converters.items():
         if column not in out.columns:
@@ -211,6 +216,17 @@ def validate_manifest(
                 ) from exc
         out[column] = _as_column(column, values)
 
+    # Whether the label was written in the manifest: only then may a mask that does not look
+    # like a label map (a CT, many values) be used (see irtscope.imaging._io). Kept from the
+    # input when present, so a manifest saved after loading keeps its meaning.
+    if "mask_label_given" in out.columns:
+        out["mask_label_given"] = pd.Series(
+            [False if _is_missing(v) else bool(v) for v in out["mask_label_given"]], dtype=bool
+        )
+    elif "mask_label" in out.columns:
+        out["mask_label_given"] = out["mask_label"].notna().to_numpy()
+    else:
+        out["mask_label_given"] = False
     if "mask_label" not in out.columns:
         out["mask_label"] = pd.Series([1] * len(out), dtype="int64")
     else:
