@@ -1,11 +1,13 @@
-"""Benchmark radiomics extraction: lesions/s with 1 and 2 workers, and a warm-cache rerun.
+"""Benchmark radiomics extraction: lesions/s of both engines side by side (pyradiomics, MIRP).
 
 The cohort is the two shared lung CTs (``../shared/data/imaging/pyradiomics_lung``) repeated
 ``--lesions`` times under distinct lesion ids (replicas, so every task does the full work).
-Runs with 1 worker (in process) and 2 worker processes (local Dask cluster, start-up included)
-have no cache; then one cold run fills a cache and a rerun reads it back.
+For each engine, with the same parameter YAML (``engine`` switched): 1 worker in process (cold
+cache), 2 worker processes on an already running local Dask cluster (``--scheduler``, start-up
+excluded), and a warm-cache rerun. Ratios are against pyradiomics with 1 worker, measured in
+the same process on the same machine.
 
-    python benchmarks/extract.py --lesions 16 --params lung-ct
+    python benchmarks/extract.py --lesions 8 --params lung-ct
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from irtscope.imaging import extract_features
+from irtscope.imaging import extract_features, load_params
 
 
 def _shared_imaging() -> Path:
@@ -54,43 +56,48 @@ def _timed(**kwargs: object) -> tuple[float, object]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--lesions", type=int, default=16)
+    parser.add_argument("--lesions", type=int, default=8)
     parser.add_argument("--params", default="lung-ct")
+    parser.add_argument("--engines", default="pyradiomics,mirp")
     args = parser.parse_args()
     manifest = _manifest(args.lesions)
     n = len(manifest)
-
-    t1, r1 = _timed(manifest=manifest, params=args.params, n_workers=1)
-    t2, r2 = _timed(manifest=manifest, params=args.params, n_workers=2)
-    for result in (r1, r2):
-        assert result.failures.empty and len(result.features) == n  # type: ignore[attr-defined]
+    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    base = load_params(args.params)
     from distributed import LocalCluster
 
-    # the same job on an already running 2-process cluster (--scheduler tcp://...)
+    rows = []
     with LocalCluster(
         n_workers=2, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0"
     ) as cluster:
-        t2w, r2w = _timed(
-            manifest=manifest, params=args.params, scheduler=cluster.scheduler_address
-        )
-    assert r2w.failures.empty and len(r2w.features) == n  # type: ignore[attr-defined]
-    with tempfile.TemporaryDirectory() as cache:
-        cold, _ = _timed(manifest=manifest, params=args.params, cache_dir=cache)
-        warm, r3 = _timed(manifest=manifest, params=args.params, cache_dir=cache)
-    assert r3.n_cached == n  # type: ignore[attr-defined]
+        for engine in engines:
+            params = base.model_copy(update={"engine": engine})
+            with tempfile.TemporaryDirectory() as cache:
+                t1, r1 = _timed(manifest=manifest, params=params, cache_dir=cache)
+                warm, r3 = _timed(manifest=manifest, params=params, cache_dir=cache)
+            t2, r2 = _timed(manifest=manifest, params=params, scheduler=cluster.scheduler_address)
+            for result in (r1, r2):
+                assert result.failures.empty, result.failures  # type: ignore[attr-defined]
+                assert len(result.features) == n  # type: ignore[attr-defined]
+            assert r3.n_cached == n  # type: ignore[attr-defined]
+            n_features = r1.features.shape[1] - 3  # type: ignore[attr-defined]
+            rows.append((engine, n_features, t1, t2, warm))
 
     print(
         f"lesions: {n} (replicas of the 2 shared lung CTs), params: {args.params}, "
         f"cpus: {os.cpu_count()}"
     )
-    print(f"1 worker : {t1:7.2f} s  {n / t1:6.2f} lesions/s")
-    print(f"2 workers: {t2:7.2f} s  {n / t2:6.2f} lesions/s  (Dask start-up included)")
-    print(f"2 workers: {t2w:7.2f} s  {n / t2w:6.2f} lesions/s  (running cluster, --scheduler)")
-    print(f"speed-up 2 vs 1 workers: {t1 / t2:.2f}x with start-up, {t1 / t2w:.2f}x without")
+    baseline = n / rows[0][2]
     print(
-        f"cache: cold {cold:.2f} s, warm rerun {warm:.3f} s "
-        f"({cold / warm:.0f}x faster, {n / warm:.0f} lesions/s)"
+        f"{'engine':<12} {'features':>8} {'1 worker':>17} {'2 workers':>17} "
+        f"{'warm cache':>14} {'ratio (1 w)':>12}"
     )
+    for engine, n_features, t1, t2, warm in rows:
+        print(
+            f"{engine:<12} {n_features:>8d} {n / t1:>8.2f} lesions/s {n / t2:>8.2f} lesions/s "
+            f"{n / warm:>7.0f} les/s {n / t1 / baseline:>11.2f}x"
+        )
+    print(f"ratio: lesions/s against {rows[0][0]} with 1 worker (same process, same machine)")
 
 
 if __name__ == "__main__":

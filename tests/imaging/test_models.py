@@ -306,3 +306,13 @@ def test_deep_section_escapes_cohort_names() -> None:
     assert "<img" not in html and "<script>" not in html
     assert "&lt;img src=x onerror=alert(1)&gt;" in html and "DEV&lt;script&gt;" in html
     assert "SIMULATED" in section["title"] and "SIMULATED DATA" in html
+
+
+def test_report_embeds_the_ibsi_conformance_table(validation, tmp_path: Path) -> None:
+    table = pd.DataFrame([
+        {"config": "C", "engine": "mirp", "computed": 210, "in_tolerance": 208},
+        {"config": "C", "engine": "any engine <x>", "computed": 270, "in_tolerance": 270},
+    ])
+    html = write_imaging_report(validation, tmp_path, ibsi_conformance=table).html.read_text()
+    assert 'id="ibsi"' in html and "IBSI 1 conformance" in html
+    assert "any engine &lt;x&gt;" in html and "208" in html

@@ -32,6 +32,11 @@ class _Source(StrEnum):
     dicom = "dicom"
 
 
+class _Engine(StrEnum):
+    pyradiomics = "pyradiomics"
+    mirp = "mirp"
+
+
 class _Show(StrEnum):
     all = "all"
     computed = "computed"
@@ -73,11 +78,32 @@ def ibsi_check_command(
         _Source, typer.Option(help="Phantom copy to read: NIfTI or DICOM+RTSTRUCT.")
     ] = _Source.auto,
     show: Annotated[_Show, typer.Option(help="Rows to print: all, computed or fail.")] = _Show.all,
-    out: Annotated[Path | None, typer.Option(help="Also write the table to this CSV.")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Also write the table to this CSV (with --all: the output folder)."),
+    ] = None,
+    engine: Annotated[
+        _Engine | None,
+        typer.Option(help="Extraction engine (default pyradiomics; with --all: both)."),
+    ] = None,
+    run_all: Annotated[
+        bool,
+        typer.Option(
+            "--all",
+            help="Every configuration (digital, A-E) with every engine, the conformance table "
+            "(CSV + Markdown) and the cross-engine agreement on the shared lung CTs.",
+        ),
+    ] = False,
+    agreement: Annotated[
+        bool, typer.Option(help="With --all: also compare the engines on the lung CTs.")
+    ] = True,
 ) -> None:
     """Run an IBSI phantom through a configuration and compare with the reference values."""
     from irtscope.imaging._ibsi import IBSI_CONFIGS, ibsi_check, ibsi_pass_share, reference_table
 
+    if run_all:
+        _ibsi_all(data_dir, out, engine, agreement)
+        return
     key = "digital" if phantom is _Phantom.digital else config.upper()
     if key not in IBSI_CONFIGS:
         raise ConfigError(f"unknown IBSI configuration {config!r}; use A, B, C, D or E")
@@ -85,7 +111,14 @@ def ibsi_check_command(
     phantom_dir = folder / ("ibsi1_digital_phantom" if key == "digital" else "ibsi1_ct_phantom")
     if reference is None:
         reference = reference_table(key, folder)
-    table = ibsi_check(key, phantom_dir, reference, params=params, source=source.value)
+    table = ibsi_check(
+        key,
+        phantom_dir,
+        reference,
+        params=params,
+        source=source.value,
+        engine=engine.value if engine is not None else None,
+    )
     if out is not None:
         from irtscope.report import write_csv
 
@@ -96,7 +129,73 @@ def ibsi_check_command(
     info(
         f"IBSI {key}: {n_pass}/{n_pass + n_fail} computed features pass "
         f"({100 * ibsi_pass_share(table):.1f} %); {int(counts.get('not computed', 0))} not computed"
+        + f" (engine {engine.value if engine is not None else 'pyradiomics'})"
     )
+
+
+def _ibsi_all(
+    data_dir: Path | None, out: Path | None, engine: _Engine | None, agreement: bool
+) -> None:
+    """``ibsi-check --all``: conformance of every configuration and engine, then agreement."""
+    from irtscope.imaging._ibsi import ENGINES
+    from irtscope.imaging._ibsi_conformance import (
+        agreement_summary,
+        engine_agreement,
+        ibsi_conformance,
+    )
+
+    folder = _shared_imaging(data_dir)
+    out_dir = out or Path("build") / "ibsi"
+    engines = [engine.value] if engine is not None else list(ENGINES)
+    result = ibsi_conformance(folder, engines=engines)
+    if agreement and len(engines) > 1:
+        from dataclasses import replace
+
+        manifest = lung_manifest(folder)
+        result = replace(result, agreement=engine_agreement(manifest, "lung-ct"))
+    files = result.write(out_dir)
+    _print_frame(result.summary, "IBSI 1 conformance (pass share of computed; coverage of tags)")
+    if result.agreement is not None:
+        _print_frame(
+            agreement_summary(result.agreement),
+            "pyradiomics vs MIRP on the shared lung CTs (lung-ct preset), relative differences",
+        )
+    info(f"conformance tables -> {files['summary'].parent}")
+
+
+def lung_manifest(imaging_dir: Path) -> pd.DataFrame:
+    """Manifest of the two shared lung CTs (``pyradiomics_lung/lung{1,2}_image.nrrd``)."""
+    import pandas as pd
+
+    lung = imaging_dir / "pyradiomics_lung"
+    rows = []
+    for i in (1, 2):
+        image, mask = lung / f"lung{i}_image.nrrd", lung / f"lung{i}_label.nrrd"
+        if not (image.is_file() and mask.is_file()):
+            raise DataError(f"shared lung CT {str(image)!r} or its label map is missing")
+        rows.append(
+            {
+                "lesion_id": f"lung{i}",
+                "patient_id": f"lung{i}",
+                "cohort": "pyradiomics_lung",
+                "image_path": str(image),
+                "mask_path": str(mask),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _print_frame(frame: pd.DataFrame, title: str) -> None:
+    if is_quiet():
+        return
+    from rich.table import Table
+
+    rich_table = Table(title=title)
+    for column in frame.columns:
+        rich_table.add_column(str(column), no_wrap=True)
+    for row in frame.itertuples(index=False):
+        rich_table.add_row(*(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row))
+    out_console.print(rich_table)
 
 
 def _print_ibsi(table: pd.DataFrame, key: str, show: _Show) -> None:
@@ -106,10 +205,10 @@ def _print_ibsi(table: pd.DataFrame, key: str, show: _Show) -> None:
 
     rows = table
     if show is _Show.computed:
-        rows = table[table["status"] != "not computed"]
+        rows = table[table["status"].isin(["pass", "fail"])]
     elif show is _Show.fail:
         rows = table[table["status"] == "fail"]
-    styles = {"pass": "green", "fail": "bold red", "not computed": "dim"}
+    styles = {"pass": "green", "fail": "bold red", "not computed": "dim", "no reference": "dim"}
     rich_table = Table(title=f"IBSI 1 check, configuration {key}")
     rich_table.add_column("tag", no_wrap=True)
     for column in ("ours", "reference", "tolerance", "status"):
@@ -142,6 +241,10 @@ def extract_command(
         Path | None, typer.Option(help="Parquet cache folder (default OUT/cache).")
     ] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Recompute everything.")] = False,
+    engine: Annotated[
+        _Engine | None,
+        typer.Option(help="Override the YAML's engine: pyradiomics or mirp (full IBSI 1 set)."),
+    ] = None,
 ) -> None:
     """Extract radiomics features for every lesion of a manifest (cached, resumable)."""
     from rich.markup import escape
@@ -151,6 +254,8 @@ def extract_command(
     from irtscope.imaging._params import load_params
 
     settings = load_params(params)  # fail on a bad YAML before reading any image
+    if engine is not None:
+        settings = settings.model_copy(update={"engine": engine.value})
     # A missing image or mask is one failed lesion (listed in failures.csv), not a reason to
     # drop the whole cohort: the manifest's structure is still checked here, files per lesion.
     table = load_manifest(manifest, check_files=False)

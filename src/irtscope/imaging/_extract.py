@@ -168,6 +168,11 @@ def compute_features(
     if not np.any(sitk.GetArrayViewFromImage(mask) == label):
         raise GeometryError(f"{lesion}: the mask has no voxel with label {label} (empty ROI)")
     before = _stage_diagnostics(image, mask, label, "original") if diagnostics else {}
+    if settings.engine == "mirp":
+        # MIRP interpolates and re-segments itself (the IBSI way); names are IBSI tags
+        from irtscope.imaging._mirp_engine import compute_features_mirp
+
+        return {**before, **compute_features_mirp(image, mask, settings, lesion=lesion)}
     interpolation = settings.irtscope.interpolation
     if interpolation is not None:
         image, mask = resample_ibsi(image, mask, interpolation, label=label)
@@ -736,7 +741,7 @@ def _versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {}
-    for package in ("irtscope", "pyradiomics-bhklab", "SimpleITK", "numpy", "dask"):
+    for package in ("irtscope", "pyradiomics-bhklab", "mirp", "SimpleITK", "numpy", "dask"):
         try:
             out[package] = version(package)
         except PackageNotFoundError:

@@ -210,6 +210,7 @@ def write_imaging_report(
     extra_sections: Sequence[Mapping[str, Any]] | None = None,
     provenance: Mapping[str, Any] | None = None,
     trials_report: str | None = None,
+    ibsi_conformance: pd.DataFrame | str | Path | None = None,
 ) -> ImagingReportFiles:
     """Write ``metrics.csv`` (+ XLSX/Markdown), the summary table, figures and ``report.html``.
 
@@ -224,6 +225,9 @@ def write_imaging_report(
         Inputs and settings to print (manifest path, seed, extraction failures, ...).
     trials_report : str, optional
         Relative link to the trials report, shown beside this one.
+    ibsi_conformance : DataFrame or path, optional
+        The IBSI 1 conformance table of ``irtscope imaging ibsi-check --all``
+        (``ibsi_conformance.csv``), embedded as its own section: reviewers check it first.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -282,7 +286,17 @@ def write_imaging_report(
         sections.append({"title": str(section["title"]), "html": html,
                          "figures": [_figure_entry(f) for f in section.get("figures", [])]})
 
+    ibsi = None
+    if ibsi_conformance is not None:
+        frame = (
+            ibsi_conformance
+            if isinstance(ibsi_conformance, pd.DataFrame)
+            else pd.read_csv(ibsi_conformance)
+        )
+        ibsi = _table_html(frame)
+
     context = {
+        "ibsi": ibsi,
         "title": _title(title, result.simulated),
         "simulated": result.simulated,
         "generated": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),

@@ -306,8 +306,6 @@ class RadiomicsParams(_Strict):
                 "irtscope.resegmentation and setting.resegmentRange both re-segment; "
                 "keep one of them"
             )
-        if self.mirp and self.engine != "mirp":
-            raise ValueError("a mirp section needs engine: mirp")
         return self
 
     def to_pyradiomics(self) -> dict[str, Any]:
