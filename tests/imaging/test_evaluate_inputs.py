@@ -148,3 +148,14 @@ def test_merge_features_compares_lesion_ids_as_text(frame: pd.DataFrame) -> None
     manifest["lesion_id"] = [str(i) for i in range(30)]
     features["lesion_id"] = list(range(30))  # int ids from a parquet file, str from a CSV
     assert len(merge_features(manifest, features)) == 30
+
+
+def test_external_cohort_without_labels_is_a_row_with_a_note(frame: pd.DataFrame) -> None:
+    data = frame.copy()
+    data["pd"] = data["pd"].astype(float)
+    data.loc[data["cohort"] == "EXT2", "pd"] = np.nan  # silently absent from the table before
+    result = internal_external_table(
+        data, development="DEV", tasks=("pd",), harmonize=(False,), **FAST
+    )
+    row = result.table.set_index("cohort").loc["EXT2"]
+    assert np.isnan(row["estimate"]) and "no pd labels" in row["note"]

@@ -139,7 +139,7 @@ def test_ct_as_its_own_mask_is_rejected(lung_dir: Path) -> None:
         read_lesion(row)
     assert "lung1_image.nrrd" in str(info.value) and "mask_label" in str(info.value)
     # an explicit label says the user means it
-    image, mask = read_lesion({**row, "mask_label": 1})
+    _, mask = read_lesion({**row, "mask_label": 1})
     assert int(np.count_nonzero(sitk.GetArrayViewFromImage(mask))) > 0
 
 
@@ -171,7 +171,7 @@ def test_manifest_tells_an_explicit_label_from_the_default(lung_dir: Path, tmp_p
     manifest = validate_manifest(rows, tmp_path)
     assert manifest["mask_label"].tolist() == [1, 1]
     assert manifest["mask_label_given"].tolist() == [False, True]
-    with pytest.raises(DataError, match="'DEFAULT'.*not a label map"):
+    with pytest.raises(DataError, match=r"'DEFAULT'.*not a label map"):
         read_lesion(manifest.iloc[0])
     read_lesion(manifest.iloc[1])
     # saved and loaded again, the manifest keeps its meaning
