@@ -11,6 +11,14 @@ when asked. Queued faults imitate a misbehaving registry on the next ``/studies`
 ``"stall"`` sleep ``stall_seconds`` before answering (longer than the client timeout)
 ``"cut"``   announce the full ``Content-Length`` but send half the body, then close
 ``"drop"``  close the connection without answering
+``"trickle"`` send the headers, then the body one byte every ``trickle_seconds``
+``"trickle_headers"`` send even the status line and headers one byte at a time
+
+Paging can be made to misbehave for every query: ``token_cycle=1`` makes every page point
+at the same next page again (tokens A, A, ...), ``token_cycle=2`` alternates two (A, B, A,
+...), and ``endless=True`` hands out a fresh token forever, each serving the second page
+again. ``junk`` items (any JSON values) lead the hits of every query and are counted in
+``totalCount``, like records the client must reject.
 
 It binds 127.0.0.1 on a free port and never touches the internet.
 """
@@ -94,8 +102,16 @@ class FakeCtgov:
         data_timestamp: str = "2026-01-15T08:00:00",
         retry_after: str = "3",
         stall_seconds: float = 1.0,
+        trickle_seconds: float = 0.1,
+        token_cycle: int = 0,
+        endless: bool = False,
+        junk: list[Any] | None = None,
     ) -> None:
         self.studies = studies
+        self.trickle_seconds = trickle_seconds
+        self.token_cycle = token_cycle
+        self.endless = endless
+        self.junk = list(junk or [])
         self.data_timestamp = data_timestamp
         self.retry_after = retry_after
         self.stall_seconds = stall_seconds
@@ -214,6 +230,10 @@ class FakeCtgov:
         if fault == "stall":
             time.sleep(self.stall_seconds)
         status, body = self._studies(params)
+        if fault in ("trickle", "trickle_headers"):
+            entry["status"] = f"{status}+{fault}"
+            self._trickle(handler, status, body, headers_too=fault == "trickle_headers")
+            return
         entry["status"] = status if fault is None else f"{status}+{fault}"
         if fault == "cut":
             handler.send_response(status)
@@ -225,6 +245,22 @@ class FakeCtgov:
             handler.close_connection = True
             return
         self._send(handler, status, body)
+
+    def _trickle(
+        self, handler: BaseHTTPRequestHandler, status: int, body: bytes, headers_too: bool
+    ) -> None:
+        head = (
+            f"HTTP/1.1 {status} OK\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        if not headers_too:
+            handler.wfile.write(head)
+            handler.wfile.flush()
+            head = b""
+        for i in range(len(head) + len(body)):
+            handler.wfile.write((head + body)[i : i + 1])
+            handler.wfile.flush()
+            time.sleep(self.trickle_seconds)
 
     def _studies(self, params: dict[str, str]) -> tuple[int, bytes]:
         query = {k: v for k, v in params.items() if k not in PAGING_PARAMS}
@@ -241,11 +277,18 @@ class FakeCtgov:
             offset = int(decoded["offset"])
         size = int(params.get("pageSize") or 10) or 10
         size = min(size, 1000)
-        hits = [s for s in self.studies if matches(s, query)]
+        hits = [*self.junk, *(s for s in self.studies if matches(s, query))]
         page: dict[str, Any] = {"studies": hits[offset : offset + size]}
-        if offset + size < len(hits):
+        following: dict[str, Any] = {"offset": offset + size, "sig": signature}
+        if self.token_cycle:  # the next page after page k is page 1 + k % cycle: a loop
+            following["offset"] = size * (1 + (offset // size) % self.token_cycle)
+        elif self.endless:  # a new token every time, always for page 2 again
+            with self._lock:
+                self._issued = getattr(self, "_issued", 0) + 1
+            following.update(offset=size, n=self._issued)
+        if offset + size < len(hits) or self.token_cycle or self.endless:
             page["nextPageToken"] = base64.urlsafe_b64encode(
-                json.dumps({"offset": offset + size, "sig": signature}).encode()
+                json.dumps(following).encode()
             ).decode()
         if params.get("countTotal") == "true" and not token:
             page["totalCount"] = len(hits)

@@ -307,3 +307,116 @@ def test_cli_fetch_protocol_harvests_its_queries(records: list[dict], tmp_path: 
         result = CliRunner().invoke(app, ["trials", "fetch", "--db", str(db), *args])
         assert result.exit_code != 0
         assert "protocol" in str(result.exception) or "protocol" in result.output
+
+
+@pytest.mark.parametrize("cycle", [1, 2])
+def test_repeated_page_token_stops_keeps_pages_and_resumes(
+    records: list[dict], tmp_path: Path, cycle: int
+) -> None:
+    """Issue 13, defect 3: a registry whose next page token repeats (A, A, ... or A, B, A,
+    ...) was followed until it stopped; now the harvest stops with one line naming the
+    query, keeps the pages stored, and resumes once the registry pages properly again."""
+    query = QUERIES[0]
+    db = tmp_path / "loop.duckdb"
+    with FakeCtgov(records, token_cycle=cycle) as server:
+        with Store(db) as store, _client(server) as client:
+            with pytest.raises(FetchError) as err:
+                harvest(store, [query], client=client, page_size=20)
+            message = str(err.value)
+            assert "\n" not in message and "'nsclc'" in message and "again" in message
+            assert len(server.page_requests()) == cycle + 1
+            harvest_id = store.con.execute("SELECT max(harvest_id) FROM harvests").fetchone()[0]
+            state = store.harvest_query_state(harvest_id, query.key())
+            assert state["status"] != "done" and state["pages_done"] == cycle
+            assert store.hit_summary()["entries_read"] == 20 * cycle
+        with Store(db) as store, _client(server) as client:  # still looping: stops at once
+            with pytest.raises(FetchError):
+                harvest(store, [query], client=client, page_size=20)
+            assert store.hit_summary()["entries_read"] == 20 * cycle
+        server.token_cycle = 0  # the registry pages properly again
+        with Store(db) as store, _client(server) as client:
+            result = harvest(store, [query], client=client, page_size=20)
+            assert result.resumed
+            expected = server.expected(query.params())
+            assert (result.hits, result.unique) == (len(expected), len(expected))
+            assert {nct for nct, _ in _provenance(store)} == set(expected)
+
+
+def test_more_hits_than_counted_stops_the_harvest(records: list[dict]) -> None:
+    """Fresh tokens that serve the same page forever: the hits outgrow ``countTotal``."""
+    query = QUERIES[0]
+    with FakeCtgov(records, endless=True) as server, Store(":memory:") as store:
+        with _client(server) as client, pytest.raises(FetchError, match=r"over the .* counted"):
+            harvest(store, [query], client=client, page_size=20)
+        total = len(server.expected(query.params()))
+        assert len(server.page_requests()) <= total // 20 + 3
+
+
+def test_rejected_page_items_are_counted(records: list[dict], tmp_path: Path) -> None:
+    """5 unusable items and 1 study on a page: the counts say that 5 were rejected."""
+    nct = records[0]["protocolSection"]["identificationModule"]["nctId"]
+    junk = [1, "text", [], {"protocolSection": {}}, {"hasResults": False}]
+    with FakeCtgov(records, junk=junk) as server:
+        with Store(":memory:") as store, _client(server) as client:
+            result = harvest(store, [QuerySpec(name="one", term=nct)], client=client)
+        assert (result.hits, result.unique, result.rejected) == (1, 1, 5)
+        assert result.queries[0].hits == 6 and result.queries[0].rejected == 5
+        assert "5 rejected" in result.summary()
+        cli = CliRunner().invoke(
+            app,
+            ["trials", "fetch", "--db", str(tmp_path / "j.duckdb"), "--term", nct,
+             "--base-url", server.base_url, "--rate-limit", "0"],
+        )  # fmt: skip
+    assert "6 hits of 6 counted (5 rejected)" in cli.output, cli.output
+    assert "1 hits -> 1 unique studies (5 rejected" in cli.output
+
+
+@pytest.mark.parametrize("fault", ["trickle", "trickle_headers"])
+def test_timeout_bounds_the_whole_request(records: list[dict], fault: str) -> None:
+    """Issue 13, defect 8: a server that sends a byte every 0.1 s never trips a per-read
+    timeout; the timeout now bounds the whole request (connect, headers, body)."""
+    import threading
+    import time
+
+    timeout, margin = 0.6, 0.6
+    with FakeCtgov(records, trickle_seconds=0.1) as server:
+        server.faults.append(fault)
+        client = CtgovClient(base_url=server.base_url, rate_limit=None, timeout=timeout,
+                             max_retries=0)  # fmt: skip
+        outcome: dict[str, object] = {}
+
+        def attempt() -> None:
+            started = time.monotonic()
+            try:
+                client.page(QUERIES[0], None, 5)
+            except FetchError as exc:
+                outcome["error"] = str(exc)
+            outcome["seconds"] = time.monotonic() - started
+
+        worker = threading.Thread(target=attempt, daemon=True)
+        worker.start()
+        worker.join(timeout + margin + 2)  # a per-read timeout would take minutes here
+        client.close()
+    assert not worker.is_alive(), "the request outlived its timeout"
+    assert "timeout" in str(outcome.get("error")), outcome
+    assert outcome["seconds"] < timeout + margin
+
+
+def test_page_with_a_deeply_nested_study_keeps_the_others(records: list[dict]) -> None:
+    """A study nested 3,000 levels made msgspec raise RecursionError for the whole page."""
+    from irtscope.trials._api import _decode_page
+
+    deep = b'{"protocolSection": {"identificationModule": {"nctId": "NCT09999999"}}, "x": '
+    deep += b"[" * 3000 + b"]" * 3000 + b"}"
+    good = orjson.dumps(records[0])
+    content = b'{"studies": [' + deep + b", " + good + b'], "nextPageToken": "t", "totalCount": 2}'
+    page = _decode_page(content)
+    assert page["nextPageToken"] == "t" and page["totalCount"] == 2
+    assert [bytes(s) for s in page["studies"]] == [deep, good]
+    with Store(":memory:") as store:
+        harvest_id, snapshot_id, _ = store.open_harvest("x", [("k", "q", {})], None)
+        counts = store.store_page(harvest_id, snapshot_id, "k", "q", 0, page["studies"], None, "x")
+        assert counts["new_studies"] == 1
+        assert [(f.position, "nested too deeply" in f.reason) for f in counts["failures"]] == [
+            ("page 0 item 0", True)
+        ]

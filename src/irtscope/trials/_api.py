@@ -13,19 +13,23 @@ last stored one.
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import logging
 import random
+import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
+import httpcore
 import httpx
 import msgspec
 import orjson
 
 from irtscope._errors import ConfigError, FetchError
+from irtscope.trials._json_scan import page_from_nested
 from irtscope.trials._query import QuerySpec
 
 logger = logging.getLogger(__name__)
@@ -61,6 +65,126 @@ def _parse_retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
+class _Deadline(threading.local):
+    """When the request in progress on this thread must be over (``time.monotonic``)."""
+
+    at: float | None = None
+
+    @contextlib.contextmanager
+    def until(self, at: float) -> Iterator[None]:
+        previous, self.at = self.at, at
+        try:
+            yield
+        finally:
+            self.at = previous
+
+    def clamp(self, timeout: float | None, error: type[Exception]) -> float | None:
+        """``timeout`` of one socket operation, cut to what is left of the request."""
+        if self.at is None:
+            return timeout
+        left = self.at - time.monotonic()
+        if left <= 0:
+            raise error("the request took longer than its timeout")
+        return left if timeout is None else min(timeout, left)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    """A connection whose every read and write ends by the request's deadline."""
+
+    def __init__(self, inner: httpcore.NetworkStream, deadline: _Deadline) -> None:
+        self._inner = inner
+        self._deadline = deadline
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._inner.read(max_bytes, self._deadline.clamp(timeout, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._inner.write(buffer, self._deadline.clamp(timeout, httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(
+        self,
+        ssl_context: Any,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.NetworkStream:
+        timeout = self._deadline.clamp(timeout, httpcore.ConnectTimeout)
+        return _DeadlineStream(
+            self._inner.start_tls(ssl_context, server_hostname, timeout), self._deadline
+        )
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)
+
+
+class _DeadlineBackend(httpcore.NetworkBackend):
+    """httpcore's network backend with a deadline for the whole request.
+
+    httpx's timeouts apply to each socket operation: a server that sends one byte a second
+    never trips a read timeout of two seconds, and held every attempt as long as it liked.
+    Cutting every connect, read and write to what is left of the request bounds the whole
+    request (connect, headers and body) by ``timeout``, headers included, which a check
+    between body chunks alone cannot do.
+    """
+
+    def __init__(self, inner: httpcore.NetworkBackend, deadline: _Deadline) -> None:
+        self._inner = inner
+        self._deadline = deadline
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        timeout = self._deadline.clamp(timeout, httpcore.ConnectTimeout)
+        stream = self._inner.connect_tcp(host, port, timeout, local_address, socket_options)
+        return _DeadlineStream(stream, self._deadline)
+
+    def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        timeout = self._deadline.clamp(timeout, httpcore.ConnectTimeout)
+        stream = self._inner.connect_unix_socket(path, timeout, socket_options)
+        return _DeadlineStream(stream, self._deadline)
+
+    def sleep(self, seconds: float) -> None:
+        self._inner.sleep(seconds)
+
+
+def _install_deadline(client: httpx.Client, deadline: _Deadline) -> bool:
+    """Put :class:`_DeadlineBackend` under the connection pools of a client we built.
+
+    httpx has no public hook for httpcore's network backend, so this reaches into its
+    transports; where their layout is not the expected one it changes nothing, and the
+    deadline is then checked between body chunks only (see ``CtgovClient._attempt``).
+    """
+    installed = False
+    transports = [getattr(client, "_transport", None), *getattr(client, "_mounts", {}).values()]
+    for transport in transports:
+        pool = getattr(transport, "_pool", None)
+        inner = getattr(pool, "_network_backend", None)
+        if isinstance(inner, httpcore.NetworkBackend):
+            pool._network_backend = _DeadlineBackend(inner, deadline)  # type: ignore[union-attr]
+            installed = True
+    return installed
+
+
+def _decode_page(content: bytes) -> Any:
+    """A ``/studies`` page; one study nested too deeply for msgspec does not lose the page."""
+    try:
+        return _PAGE.decode(content)
+    except RecursionError:
+        return page_from_nested(content)
+
+
 class CtgovClient:
     """Minimal, polite ClinicalTrials.gov API v2 client.
 
@@ -75,7 +199,8 @@ class CtgovClient:
     max_retries : int
         Retries per request after the first attempt.
     timeout : float
-        Seconds for connect/read of one request (httpx timeout).
+        Seconds one request may take in all: connect, headers and body (a server that
+        trickles its answer is cut off then, and the request retried).
     backoff : float
         Base delay in seconds; attempt ``n`` waits ``uniform(0, backoff * 2**n)`` capped at
         ``max_backoff`` (full jitter), or ``Retry-After`` when the server says so.
@@ -119,6 +244,9 @@ class CtgovClient:
             headers={"User-Agent": "irtscope (research harvester)", "Accept": "application/json"},
             follow_redirects=True,
         )
+        self._deadline = _Deadline()
+        if self._owns_client:
+            _install_deadline(self._client, self._deadline)
         self._last_request: float | None = None
         self.requests_made = 0
         self.retries_made = 0
@@ -151,9 +279,20 @@ class CtgovClient:
     ) -> Any:
         self._throttle()
         self.requests_made += 1
+        # One deadline for the whole request: each socket operation is cut to it (clients we
+        # built, see _DeadlineBackend), and it is checked between body chunks (any client).
+        deadline = time.monotonic() + self.timeout
         try:
-            response = self._client.get(url, params=params, timeout=self.timeout)
-            content = response.content
+            with (
+                self._deadline.until(deadline),
+                self._client.stream("GET", url, params=params, timeout=self.timeout) as response,
+            ):
+                chunks = []
+                for chunk in response.iter_bytes():
+                    chunks.append(chunk)
+                    if time.monotonic() > deadline:
+                        raise _Retryable(f"timeout (the whole request took over {self.timeout}s)")
+                content = b"".join(chunks)
         except httpx.TimeoutException as exc:
             raise _Retryable(f"timeout ({type(exc).__name__})") from exc
         except (httpx.TransportError, httpx.DecodingError) as exc:
@@ -236,7 +375,7 @@ class CtgovClient:
         params: dict[str, Any] = {**query.params(), "pageSize": min(page_size, MAX_PAGE_SIZE)}
         if page_token:
             params["pageToken"] = page_token
-        page = self.get_json("studies", params, _PAGE.decode)
+        page = self.get_json("studies", params, _decode_page)
         if "studies" not in page:
             raise FetchError(
                 f"{self.base_url}/studies answered something that is not a page of studies"
@@ -265,6 +404,8 @@ class QueryResult:
     total_count: int | None
     hits: int
     pages: int
+    #: page items that were not usable studies (counted in ``hits``, stored nowhere)
+    rejected: int = 0
 
 
 @dataclass
@@ -281,9 +422,12 @@ class HarvestResult:
     new_versions: int = 0
     pages_fetched: int = 0
     failures: list[Any] = field(default_factory=list)
+    #: page items of all queries that were not usable studies (not in ``hits``)
+    rejected: int = 0
 
     def summary(self) -> str:
-        return f"{self.hits} hits -> {self.unique} unique studies"
+        rejected = f" ({self.rejected} rejected item(s) not counted)" if self.rejected else ""
+        return f"{self.hits} hits -> {self.unique} unique studies{rejected}"
 
 
 def harvest(
@@ -353,10 +497,26 @@ def harvest(
                     progress(0, state["total_count"], f"query {query.name}")
                 token = state["page_token"]
                 page_no = int(state["pages_done"])
+                hits = int(state["hits"])
+                # Every token this harvest followed for the query (kept in the store, so a
+                # resumed run knows them too): a registry that hands one out again would be
+                # followed in a circle forever.
+                followed = store.harvest_tokens(harvest_id, key)
                 while True:
                     page = client.page(query, token, page_size)
                     studies = page["studies"]
                     next_token = page.get("nextPageToken") or None
+                    _check_paging(
+                        query.name,
+                        page_no,
+                        token,
+                        next_token,
+                        followed,
+                        hits + len(studies),
+                        state["total_count"],
+                        page_size,
+                    )
+                    hits += len(studies)
                     counts = store.store_page(
                         harvest_id,
                         snapshot_id,
@@ -376,8 +536,11 @@ def harvest(
                         progress(len(studies), state["total_count"], f"query {query.name}")
                     if not next_token:
                         break
+                    followed.add(next_token)
                     token = next_token
                 state = store.harvest_query_state(harvest_id, key)
+            rejected = int(state["hits"]) - store.harvest_entry_count(harvest_id, key)
+            result.rejected += rejected
             result.queries.append(
                 QueryResult(
                     query.name,
@@ -385,6 +548,7 @@ def harvest(
                     state["total_count"],
                     int(state["hits"]),
                     int(state["pages_done"]),
+                    rejected,
                 )
             )
         store.finish_harvest(harvest_id, snapshot_id)
@@ -393,3 +557,39 @@ def harvest(
     finally:
         if own_client:
             client.close()
+
+
+def _check_paging(
+    name: str,
+    page_no: int,
+    token: str | None,
+    next_token: str | None,
+    followed: set[str],
+    hits: int,
+    total: int | None,
+    page_size: int,
+) -> None:
+    """Stop a harvest whose paging goes round in circles, before that page is stored.
+
+    A page token already followed (A, A, ... or A, B, A, ...) or more hits than the
+    registry counted (``countTotal``, with a margin of 5 % or one page for records
+    registered while the harvest runs) mean the registry is serving pages again. The page
+    is not stored, so the harvest state stays at the last good page and a later run resumes
+    there; what was stored is kept.
+
+    Raises
+    ------
+    FetchError
+        One line naming the query and what repeated.
+    """
+    problem = None
+    if next_token is not None and (next_token == token or next_token in followed):
+        shown = next_token if len(next_token) <= 24 else next_token[:21] + "..."
+        problem = f"the registry handed out page token {shown!r} again (page {page_no + 1})"
+    elif total is not None and hits > total + max(total // 20, page_size):
+        problem = f"page {page_no + 1} brings the hits to {hits}, over the {total} counted"
+    if problem is not None:
+        raise FetchError(
+            f"query {name!r}: {problem}; stopped, the {page_no} page(s) stored so far are "
+            "kept and running the same fetch again resumes after them"
+        )

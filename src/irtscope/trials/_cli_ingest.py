@@ -210,8 +210,10 @@ def register(app: typer.Typer) -> None:
             + (" (resumed harvest)" if result.resumed else "")
         )
         for q in result.queries:
+            rejected = f" ({q.rejected:,} rejected)" if q.rejected else ""
             info(
-                f"  {escape(q.name)}: {q.hits:,} hits of {q.total_count} counted, {q.pages} page(s)"
+                f"  {escape(q.name)}: {q.hits:,} hits of {q.total_count} counted{rejected}, "
+                f"{q.pages} page(s)"
             )
         info(
             f"{result.summary()}; {result.new_studies:,} new studies, "

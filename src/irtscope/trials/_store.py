@@ -129,6 +129,9 @@ def _ddl() -> list[str]:
             harvest_id BIGINT, query_key VARCHAR, name VARCHAR, params JSON,
             total_count BIGINT, page_token VARCHAR, pages_done BIGINT, hits BIGINT,
             status VARCHAR, updated_at TIMESTAMP)""",
+        # every page token a harvest followed, to stop a registry that repeats them
+        """CREATE TABLE IF NOT EXISTS harvest_tokens (
+            harvest_id BIGINT, query_key VARCHAR, page_no BIGINT, token VARCHAR)""",
     ]
     for table, columns in TABLE_COLUMNS.items():
         cols = ", ".join(f"{c} {_sql_type(c)}" for c in columns)
@@ -780,11 +783,37 @@ class Store:
                     key,
                 ],
             )
+            if next_token:
+                con.execute(
+                    "INSERT INTO harvest_tokens VALUES (?, ?, ?, ?)",
+                    [harvest_id, key, page_no + 1, next_token],
+                )
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")
             raise
         return counts
+
+    def harvest_tokens(self, harvest_id: int, key: str) -> set[str]:
+        """The page tokens a harvest followed (or will follow next) for one query."""
+        return {
+            r[0]
+            for r in self.con.execute(
+                "SELECT token FROM harvest_tokens WHERE harvest_id = ? AND query_key = ?",
+                [harvest_id, key],
+            ).fetchall()
+        }
+
+    def harvest_entry_count(self, harvest_id: int, key: str) -> int:
+        """Hits of one query of a harvest that were stored (usable studies)."""
+        return int(
+            _one(
+                self.con.execute(
+                    "SELECT count(*) FROM entries WHERE origin = ?",
+                    [f"harvest:{harvest_id}:{key}"],
+                )
+            )[0]
+        )
 
     def harvest_totals(self, harvest_id: int) -> tuple[int, int]:
         """``(hits, unique studies)`` of one harvest, all its queries together."""
