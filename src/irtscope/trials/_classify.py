@@ -27,6 +27,7 @@ from irtscope.trials._text import (
     Lexicon,
     StudyText,
     TextField,
+    clause_break,
     gc_paused,
     get_path,
     is_negated,
@@ -508,8 +509,7 @@ def _same_clause(a: Any, b: Any, width: int = 80) -> bool:
     lo, hi = sorted((a.start, b.start))
     if hi - lo > width:
         return False
-    between = a.source[lo:hi]
-    return not any(ch in between for ch in ".;\n")
+    return not clause_break(a.source[lo:hi])
 
 
 def _after_non(hit: Any) -> bool:

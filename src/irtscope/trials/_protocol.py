@@ -107,6 +107,38 @@ class Criterion(BaseModel):
     min_confidence: float = Field(
         default=0.0, ge=0.0, le=1.0, description="Weakest evidence accepted as a match."
     )
+    intervention_types: tuple[str, ...] | None = Field(
+        default=None,
+        description=(
+            "required_intervention: registry intervention types (e.g. RADIATION) that satisfy "
+            "the criterion by their type alone. Default: RADIATION for the 'radiotherapy' "
+            "dictionary (protocols written before this field), none otherwise."
+        ),
+    )
+    unless_dictionary: str | None = Field(
+        default=None,
+        description=(
+            "required_intervention: a dictionary naming interventions that do not count even "
+            "when typed so (diagnostic tracers typed Radiation): such an intervention satisfies "
+            "nothing, and its own text does not count either."
+        ),
+    )
+    sequence_dictionary: str | None = Field(
+        default=None,
+        description=(
+            "required_intervention: a dictionary of treatment-sequence phrases (consolidation, "
+            "after/following, completed). A mention in the same clause is reported as the "
+            "trial's sequence (e.g. an ICI after chemoradiotherapy, PACIFIC), and counts in the "
+            "inclusion criteria too, where other mentions are the patients' history."
+        ),
+    )
+    flag_unknown_codes: bool = Field(
+        default=False,
+        description=(
+            "forbidden_intervention: an intervention named by a development code that no "
+            "dictionary knows lowers the confidence of a pass, so reviewers see it first."
+        ),
+    )
 
     @model_validator(mode="after")
     def _needs_dictionary(self) -> Criterion:
@@ -202,6 +234,9 @@ class Protocol(BaseModel):
     def dictionary_names(self) -> list[str]:
         """Every dictionary the protocol refers to (criteria, taxonomy, lookups)."""
         names = [c.dictionary for c in self.criteria if c.dictionary]
+        names += [
+            d for c in self.criteria for d in (c.unless_dictionary, c.sequence_dictionary) if d
+        ]
         names += list(self.taxonomy.values())
         names += [self.drugs_dictionary, self.countries_dictionary, self.sponsors_dictionary]
         names.append(self.why_stopped_dictionary)

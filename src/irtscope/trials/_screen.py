@@ -28,7 +28,7 @@ from irtscope.trials._protocol import (
     Protocol,
     load_dictionary,
 )
-from irtscope.trials._text import Hit, Lexicon, StudyText, gc_paused, get_path
+from irtscope.trials._text import Hit, Lexicon, StudyText, clause_break, gc_paused, get_path
 
 __all__ = [
     "CompiledProtocol",
@@ -61,6 +61,11 @@ class CompiledProtocol:
     generic_labels: dict[str, set[str]] = field(default_factory=dict)
     #: the window criterion also checks the study type (protocols without a study_type rule)
     window_checks_type: bool = False
+    #: scanners of the criteria's side dictionaries (unless_/sequence_dictionary), run only on
+    #: the few fields a rule asks about, never over whole records
+    side: dict[str, Lexicon] = field(default_factory=dict)
+    #: every literal term of every scanned dictionary, normalised (unknown development codes)
+    known_terms: frozenset[str] = frozenset()
     _recent: OrderedDict[int, tuple[dict, StudyText]] = field(default_factory=OrderedDict)
 
     #: how many recent records keep their scanned text (screen then classify the same dicts)
@@ -99,14 +104,29 @@ def compile_protocol(protocol: Protocol) -> CompiledProtocol:
         protocol.sponsors_dictionary,
         protocol.why_stopped_dictionary,
     }
+    side_names = {
+        d for c in protocol.criteria for d in (c.unless_dictionary, c.sequence_dictionary) if d
+    }
     dictionaries = {n: load_dictionary(n, protocol.base_dir) for n in protocol.dictionary_names()}
-    lexicon = Lexicon(d for n, d in dictionaries.items() if n not in lookups)
+    lexicon = Lexicon(
+        d for n, d in dictionaries.items() if n not in lookups and n not in side_names
+    )
+    side = {n: Lexicon([dictionaries[n]]) for n in sorted(side_names)}
     generic = {
         n: {e.label for e in d.entries if e.attrs.get("generic") == "yes"}
         for n, d in dictionaries.items()
     }
+    known = frozenset(
+        _code_key(t)
+        for n, d in dictionaries.items()
+        if n not in lookups
+        for e in d.entries
+        for t in e.terms
+    )
     window_checks_type = not any(c.rule == "study_type" for c in protocol.criteria)
-    compiled = CompiledProtocol(protocol, dictionaries, lexicon, generic, window_checks_type)
+    compiled = CompiledProtocol(
+        protocol, dictionaries, lexicon, generic, window_checks_type, side=side, known_terms=known
+    )
     _CACHE[key] = compiled
     return compiled
 
@@ -242,6 +262,62 @@ def _rule_condition(
     return RuleResult(False, 0.9 if other else 0.8, evidence)
 
 
+#: what a development code looks like: letters then digits ("MK-3475", "SHR-1701", "NBTXR3",
+#: "BGB-A317"), at least two letters and one digit, five characters or more
+_CODE = re.compile(
+    r"(?<![A-Za-z0-9])([A-Za-z]{2,6})([- ]?)([A-Za-z]?\d{1,6}[A-Za-z]{0,2})(?![A-Za-z0-9])"
+)
+#: an intervention named by a plain word ("Pemetrexed", "Docetaxel"): its codes are aliases
+_PLAIN_NAME = re.compile(r"^[A-Za-z][a-z]{5,}(?:\s+[A-Za-z][a-z]+)*$")
+#: code-shaped words that are not drugs (targets, genes, units, schedules, scales)
+_NOT_CODES = frozenset(
+    {
+        *("ctla4", "covid19", "covid2019", "sarscov2", "h1n1", "her2", "her3", "brca1", "brca2"),
+        *("ros1", "fgfr1", "fgfr2", "fgfr3", "cdk46", "parp1", "tp53", "ki67", "ca125", "ca199"),
+        *("cd274", "il12", "il15", "il21", "tlr9", "tlr7", "tlr4", "tlr3", "ctcae5", "ctcae4"),
+        *("recist1", "phase1", "phase2", "phase3", "cohort1", "cohort2", "stage1", "stage2"),
+        *("stage3", "stage4", "part1", "part2", "day1", "day8", "day15"),
+    }
+)
+_CODE_TYPES = frozenset({"DRUG", "BIOLOGICAL", "GENETIC", "COMBINATION_PRODUCT", "OTHER"})
+
+
+def _code_key(text: str) -> str:
+    return _NON_ALNUM.sub("", text.lower())
+
+
+def unknown_codes(study: dict, cp: CompiledProtocol) -> list[tuple[str, str]]:
+    """(path, code) for each development code in intervention names no dictionary knows.
+
+    Why: a new investigational agent is registered under its code long before it has a name
+    or a dictionary entry; a pass of the "other immunotherapy" criterion is then only as good
+    as the dictionary, so the call is marked for review instead of silently trusted.
+    """
+    ivs = get_path(study, "protocolSection.armsInterventionsModule.interventions") or ()
+    found: list[tuple[str, str]] = []
+    for i, iv in enumerate(ivs):
+        if iv.get("type") not in _CODE_TYPES:
+            continue
+        names = [str(iv.get("name") or ""), *(str(x) for x in iv.get("otherNames") or ())]
+        if _PLAIN_NAME.match(names[0].strip()) or any(
+            _code_key(n) in cp.known_terms for n in names
+        ):
+            continue
+        # chemical names ("N-[4-[2-(2-amino-4,7-dihydro-4-oxo-1H-pyrrolo...") are no codes
+        for text in [n for n in names if len(n) <= 40 and not any(c in n for c in "[],")]:
+            for m in _CODE.finditer(text):
+                letters, sep, rest = m.groups()
+                key = _code_key(m.group())
+                digits = sum(ch.isdigit() for ch in rest)
+                # "Dose 1", "Group 2", "amino-4": a code's letters are capitals
+                if not letters.isupper() and (sep == " " or digits < 3):
+                    continue
+                if len(key) < 5 or key in _NOT_CODES or key in cp.known_terms:
+                    continue
+                found.append((f"armsInterventionsModule.interventions[{i}].name", m.group()))
+    return found
+
+
 def _rule_forbidden(
     crit: Criterion, st: StudyText, cp: CompiledProtocol, state: _RunState
 ) -> RuleResult:
@@ -249,7 +325,76 @@ def _rule_forbidden(
     hits = st.find(crit.dictionary or "", kinds)
     if hits:
         return RuleResult(False, hits[0].confidence, _hit_ev(crit.id, hits))
+    if crit.flag_unknown_codes:
+        codes = unknown_codes(st.study, cp)
+        if codes:
+            ev = [
+                _ev(crit.id, path, f"unknown development code {code!r}: not in the dictionaries")
+                for path, code in codes[:_MAX_EVIDENCE]
+            ]
+            return RuleResult(True, 0.5, ev)
     return RuleResult(True, 0.9, [_ev(crit.id, "/".join(kinds), "no mention")])
+
+
+def _typed_types(crit: Criterion) -> tuple[str, ...]:
+    if crit.intervention_types is not None:
+        return crit.intervention_types
+    return ("RADIATION",) if crit.dictionary == "radiotherapy" and not crit.fields else ()
+
+
+def typed_interventions(
+    crit: Criterion, st: StudyText, cp: CompiledProtocol
+) -> tuple[list[tuple[int, dict]], set[str]]:
+    """Interventions whose registry type satisfies ``crit``, and the field paths that never do.
+
+    An intervention typed Radiation counts unless its name only names stop phrases ("Far
+    Infrared Radiation") or it names diagnostic imaging (``unless_dictionary``: "PET/CT
+    imaging with [18F]FDG") and no term of the criterion's dictionary. Those interventions'
+    own text does not count either (second value: their field-path prefixes).
+    """
+    types = _typed_types(crit)
+    if not types:
+        return [], set()
+    name = crit.dictionary or ""
+    ivs = get_path(st.study, "protocolSection.armsInterventionsModule.interventions") or ()
+    unless = cp.side.get(crit.unless_dictionary or "")
+    counting: list[tuple[int, dict]] = []
+    ignored: set[str] = set()
+    for i, iv in enumerate(ivs):
+        if iv.get("type") not in types:
+            continue
+        iv_name = str(iv.get("name") or "")
+        if cp.lexicon.only_stop_phrases(iv_name, name):
+            continue
+        if unless is not None:
+            others = [str(x) for x in iv.get("otherNames") or ()]
+            text = "; ".join([iv_name, *others, iv.get("description") or ""])
+            named = any(d == name for d, *_ in cp.lexicon.scan_text(iv_name))
+            if not named and any(True for _ in unless.scan_text(text)):
+                ignored.add(f"armsInterventionsModule.interventions[{i}] ")
+                continue
+        counting.append((i, iv))
+    return counting, ignored
+
+
+def _sequence_hit(hit: Hit, seq: Lexicon, strong: set[str] | None) -> Hit | None:
+    """A sequence phrase in the same clause as ``hit`` (only ``strong`` labels when given)."""
+    lo = max(0, hit.start - 100)
+    window = hit.source[lo : hit.end + 100]
+    for d, label, start, end, _ in seq.scan_text(window):
+        if strong is not None and label not in strong:
+            continue
+        sa, sb = lo + start, lo + end
+        if sb <= hit.start:
+            between = hit.source[sb : hit.start]
+        elif sa >= hit.end:
+            between = hit.source[hit.end : sa]
+        else:
+            between = ""
+        if len(between) > 80 or clause_break(between):
+            continue
+        return hit._replace(dictionary=d, label=label, start=lo + start, end=lo + end)
+    return None
 
 
 def _rule_required(
@@ -258,34 +403,61 @@ def _rule_required(
     name = crit.dictionary or ""
     generic = cp.generic_labels.get(name, set())
     drugs = name == cp.protocol.drugs_dictionary
-    if not crit.fields and name == "radiotherapy":
-        interventions = get_path(st.study, "protocolSection.armsInterventionsModule.interventions")
-        for i, iv in enumerate(interventions or ()):
-            if iv.get("type") == "RADIATION" and not cp.lexicon.only_stop_phrases(
-                str(iv.get("name") or ""), name
-            ):
-                path = f"armsInterventionsModule.interventions[{i}].type"
-                return RuleResult(True, 1.0, [_ev(crit.id, path, f"RADIATION: {iv.get('name')}")])
+    counting, ignored = typed_interventions(crit, st, cp)
+    if counting:
+        i, iv = counting[0]
+        path = f"armsInterventionsModule.interventions[{i}].type"
+        return RuleResult(True, 1.0, [_ev(crit.id, path, f"{iv.get('type')}: {iv.get('name')}")])
+    seq = cp.side.get(crit.sequence_dictionary or "")
     tiers = (crit.fields,) if crit.fields else (_INTERVENTION_KINDS, _FALLBACK_KINDS)
     for kinds in tiers:
         hits = st.find(name, kinds, include_placebo=not drugs)
+        if ignored:
+            hits = [h for h in hits if not any(h.path.startswith(p) for p in ignored)]
         if hits:
             named = [h for h in hits if h.label not in generic]
             best = named or hits
             conf = best[0].confidence * (1.0 if named else 0.75)
-            return RuleResult(True, conf, _hit_ev(crit.id, best))
+            return RuleResult(True, conf, _sequence_ev(crit.id, best, seq))
+    if seq is not None and not crit.fields:
+        # PACIFIC-like: radiotherapy stated only as completed before enrolment in the
+        # inclusion criteria ("must have completed definitive concurrent chemoradiotherapy")
+        strong = {
+            e.label
+            for e in cp.dictionaries[crit.sequence_dictionary or ""].entries
+            if e.attrs.get("strength") == "strong"
+        }
+        for h in st.find(name, ("eligibility",)):
+            if h.label in generic:
+                continue
+            s = _sequence_hit(h, seq, strong)
+            if s is not None:
+                text = f"sequence before enrolment ({s.matched}): {h.text}"
+                return RuleResult(True, 0.6, [_ev(crit.id, h.path, text)])
     searched_kinds = [k for tier in tiers for k in tier]
     negated = [
         h for h in st.find(name, searched_kinds, include_negated=True) if h.negated or h.placebo
     ]
     if negated:
         ev = [
-            _ev(crit.id, h.path, f"does not count (negated/placebo): {h.text}")
+            _ev(crit.id, h.path, f"does not count (history/negated/placebo): {h.text}")
             for h in negated[:_MAX_EVIDENCE]
         ]
         return RuleResult(False, 0.8, ev)
     searched = "/".join(searched_kinds)
+    if ignored:
+        searched += " (diagnostic imaging typed Radiation does not count)"
     return RuleResult(False, 0.85, [_ev(crit.id, searched, "no mention")])
+
+
+def _sequence_ev(rule: str, hits: list[Hit], seq: Lexicon | None) -> list[dict[str, str]]:
+    """Evidence items; a mention inside a treatment sequence says so (PACIFIC rule)."""
+    out = []
+    for h in hits[:_MAX_EVIDENCE]:
+        s = _sequence_hit(h, seq, None) if seq is not None else None
+        text = f"in the treatment sequence ({s.matched}): {h.text}" if s is not None else h.text
+        out.append(_ev(rule, h.path, text))
+    return out
 
 
 def _rule_primary_aim(

@@ -31,10 +31,12 @@ __all__ = [
     "Lexicon",
     "StudyText",
     "TextField",
+    "clause_break",
     "gc_paused",
     "get_path",
     "is_negated",
     "snippet",
+    "soft_wrap",
     "split_eligibility",
     "study_fields",
     "trie_regex",
@@ -57,8 +59,14 @@ _SEP_CHARS = " -\u2010\u2011\u2012\u2013\u2014\u2015/_"
 _SEP_RE = re.compile(f"[{re.escape(_SEP_CHARS)}]+")
 _SEP_CLASS = f"[{re.escape(_SEP_CHARS)}]*"
 
+# "no/not/without (disease) progression after chemoradiotherapy" negates the progression, not
+# the radiotherapy: it is the PACIFIC consolidation sequence, not a trial without radiotherapy.
+_NOT_PROGRESSION = r"(?!\s+(?:evidence\s+of\s+)?(?:disease\s+|tumou?r\s+)?progress)"
 _PRE_CUES = re.compile(
-    r"(?:\bno\b|\bnot\b(?!\s+(?:progress|yet\b|only\b|limited\b))|\bwithout\b|\bnever\b"
+    r"(?:\bno\b" + _NOT_PROGRESSION + r"|\bnot\b(?!\s+(?:progress|yet\b|only\b|limited\b))"
+    # "with or without SBRT", "with and without radiotherapy", "with/without": an add-on
+    # design (one arm gets it), the commonest iRT title, not a trial without SBRT
+    r"|(?<!\bor )(?<!\band )(?<!\bwith/)(?<!\bwith /)\bwithout\b" + _NOT_PROGRESSION + r"|\bnever\b"
     r"|\bneither\b|\bnor\b|\bprior\b(?!\s+to\b)"
     r"|\bprevious(?:ly)?\b(?!\s+(?:to|untreated)\b)|\bhistory of\b|\bexclud\w*|\bexclusion\b"
     r"|\bexcept\b"
@@ -75,6 +83,16 @@ _SCOPE_BREAK = re.compile(
     r"\b(?:receiv\w*|undergo\w*|(?:will|to)\s+be\s+(?:given|treated|administered|delivered|"
     r"randomi[sz]ed)|randomi[sz]ed\s+to|assigned\s+to|followed\s+by)\b"
 )
+# History: the disease came back or progressed after a treatment ("NSCLC that has come back
+# after radiation therapy", "recurrence after prior chemoradiation"): that treatment is the
+# patients' past, not the trial's. Not after a negation: "have not progressed following
+# chemoradiation" is the consolidation sequence (see _NOT_PROGRESSION).
+_HISTORY_CUES = re.compile(
+    r"\b(?:recurr\w*|relaps\w*|progressed|progressing|progressive disease|(?:come|came) back|"
+    r"failed|failure of|failing)\s+(?:[\w,()-]+\s+){0,5}?(?:after|following|post|despite)\s"
+    r"|\brefractory\s+to\s"
+)
+_HISTORY_NEGATED = re.compile(r"\b(?:no|not|without|non|free of)[\s-]+(?:\w+\s+)?$")
 # literal first: re's prefix search makes this cheap on long eligibility texts
 _EXCLUSION_HEAD = re.compile(r"exclusions?(?:\s+criteria\b|\s*:)")
 
@@ -175,6 +193,16 @@ def split_eligibility(text: str) -> tuple[str, str]:
     return text[: m.start()], text[m.start() :]
 
 
+#: The registry's type prefix of an arm's intervention names ("Radiation: PET/CT imaging with
+#: [18F]FDG"): the type is checked on the intervention itself (where a diagnostic tracer typed
+#: Radiation is told apart from radiotherapy); as arm text it would read as a radiotherapy term.
+_IV_TYPE = re.compile(
+    r"^(?:drug|device|biological|procedure|radiation|behavioral|genetic|dietary supplement|"
+    r"combination product|combination_product|diagnostic test|other)\s*:\s*",
+    re.I,
+)
+
+
 def _join(values: Iterable[str | None]) -> str:
     return "; ".join([v for v in values if v])
 
@@ -208,7 +236,8 @@ def study_fields(study: dict) -> list[TextField]:
         out.append(_tf("intervention", path, text, placebo))
     for i, arm in enumerate(arms.get("armGroups") or ()):
         label = arm.get("label") or ""
-        text = _join((label, arm.get("description"), _join(arm.get("interventionNames") or ())))
+        names = [_IV_TYPE.sub("", n) for n in arm.get("interventionNames") or () if n]
+        text = _join((label, arm.get("description"), _join(names)))
         placebo = arm.get("type") in {"PLACEBO_COMPARATOR", "SHAM_COMPARATOR"}
         out.append(_tf("arm", f"armsInterventionsModule.armGroups[{i}] ({label})", text, placebo))
     desc = ps.get("descriptionModule") or {}
@@ -246,8 +275,11 @@ def is_negated(lower: str, start: int, end: int) -> bool:
     for "is/are excluded", "not allowed"...
     """
     lo = max(0, start - 80)
+    nl = lower.rfind("\n", lo, start)
+    while nl >= lo and soft_wrap(lower, nl):
+        nl = lower.rfind("\n", lo, nl)
     cut = max(
-        lower.rfind("\n", lo, start),
+        nl,
         lower.rfind(". ", lo, start),
         lower.rfind("; ", lo, start),
         lower.rfind(": ", lo, start),
@@ -259,7 +291,63 @@ def is_negated(lower: str, start: int, end: int) -> bool:
     cues = list(_PRE_CUES.finditer(lower, lo, start))
     if cues and not _scope_ends(lower[cues[-1].end() : start]):
         return True
+    if _is_history(lower, lo, start):
+        return True
     return _POST_CUES.match(lower, end, min(len(lower), end + 60)) is not None
+
+
+def soft_wrap(text: str, i: int) -> bool:
+    """Whether the newline at ``text[i]`` only wraps a line inside a sentence.
+
+    Legacy registry XML hard-wraps its text blocks at about 80 characters ("failed previous
+    \nconcurrent chemoradiation"); such a newline must not end a negation's scope or a clause.
+    A newline after a sentence end or another newline, or before a list bullet or number,
+    is a real break.
+    """
+    if i == 0 or text[i - 1] in "\n.:;":
+        return False
+    j = i + 1
+    n = len(text)
+    while j < n and text[j] in " \t":
+        j += 1
+    return j < n and text[j].isalpha()
+
+
+def clause_break(between: str) -> bool:
+    """Whether ``between`` ends a clause (". ", ";", a real line break; see soft_wrap)."""
+    if ";" in between or ". " in between or between.endswith("."):
+        return True
+    i = between.find("\n")
+    while i >= 0:
+        if not soft_wrap(between, i):
+            return True
+        i = between.find("\n", i + 1)
+    return False
+
+
+def _is_history(lower: str, lo: int, start: int) -> bool:
+    """Whether the mention follows "recurred/progressed/came back after ..." in its clause.
+
+    Cheap pre-test first (most mentions have none of the cue words before them).
+    """
+    window = lower[lo:start]
+    if not any(w in window for w in _HISTORY_WORDS):
+        return False
+    for m in _HISTORY_CUES.finditer(lower, lo, start):
+        if m.end() > start:
+            break
+        tail = lower[m.end() : start]
+        # the treatment is the object of "after": a few words at most ("after prior
+        # definitive chemo-radiation"), no new clause in between
+        if tail.count(" ") > 4 or _scope_ends(tail) or "," in tail:
+            continue
+        if _HISTORY_NEGATED.search(lower, max(lo, m.start() - 20), m.start()):
+            continue  # "not progressed following CRT": the consolidation sequence
+        return True
+    return False
+
+
+_HISTORY_WORDS = ("recur", "relaps", "progress", "back", "fail", "refractory")
 
 
 def _scope_ends(between: str) -> bool:
