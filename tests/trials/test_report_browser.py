@@ -169,3 +169,61 @@ def test_screenshots(loaded) -> None:
     flow = SCREENSHOTS / "flow_diagram.png"
     assert figure.screenshot(str(flow))
     assert first.stat().st_size > 5000 and flow.stat().st_size > 5000
+
+
+def _changes_report(tmp: Path) -> Path:
+    """A report with the "Changes since" section; a changed trial's title is a script tag."""
+    import pandas as pd
+
+    from irtscope.trials._changes import compare_studies
+    from irtscope.trials._protocol import load_protocol
+    from irtscope.trials._report import write_landscape_report
+
+    def study(status: str, count: int, kind: str) -> dict:
+        return {
+            "protocolSection": {
+                "identificationModule": {"nctId": "NCT00000003", "briefTitle": EVIL},
+                "statusModule": {"overallStatus": status, "whyStopped": EVIL},
+                "designModule": {"enrollmentInfo": {"count": count, "type": kind}},
+            }
+        }
+
+    before, after = study("RECRUITING", 80, "ESTIMATED"), study("TERMINATED", 12, "ACTUAL")
+    changes = compare_studies([before], [after], "nsclc-irt", since={"snapshot_id": 1})
+    screening = pd.DataFrame(
+        {"nct_id": ["NCT00000003"], "decision": ["excluded"], "step": [4], "reason": ["not_nsclc"]}
+    )
+    screening["reason_label"] = "Not NSCLC"
+    screening["evidence"] = "[]"
+    screening["overridden"] = False
+    classification = pd.DataFrame(columns=["nct_id", "variable", "value"])
+    return write_landscape_report(
+        screening,
+        classification,
+        [after],
+        tmp,
+        protocol=load_protocol("nsclc-irt"),
+        changes=changes,
+    ).html
+
+
+def test_changes_section_renders(driver, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    previous = driver.current_url
+    driver.get(_changes_report(tmp_path).resolve().as_uri())
+    try:
+        assert driver.find_elements(By.ID, "changes")
+        assert driver.find_elements(By.CSS_SELECTOR, "nav a[href='#changes']")
+        image = driver.find_element(By.CSS_SELECTOR, "#fig-status_flows img")
+        alt = image.get_attribute("alt")
+        assert "landscape" in alt and alt in driver.find_element(By.ID, "changes").text
+        assert driver.execute_script("return arguments[0].naturalWidth", image) > 0
+        rows = driver.find_elements(By.CSS_SELECTOR, "#changes-table tbody tr")
+        assert len(rows) == 2  # status (with the why-stopped text) and enrollment
+        assert driver.execute_script("return typeof window.__pwned") == "undefined"
+        assert EVIL in driver.find_element(By.ID, "changes").text
+        assert driver.execute_script("return document.querySelectorAll('#changes b').length") == 0
+    finally:
+        if previous and previous != "data:,":
+            driver.get(previous)

@@ -383,8 +383,8 @@ class SnapshotChanges:
         return _snapshot_label(self.since)
 
 
-def _snapshot_label(row: Mapping[str, Any]) -> str:
-    name = f"snapshot {row.get('snapshot_id')}" if row.get("snapshot_id") is not None else "earlier"
+def _snapshot_label(row: Mapping[str, Any], default: str = "earlier snapshot") -> str:
+    name = f"snapshot {row.get('snapshot_id')}" if row.get("snapshot_id") is not None else default
     day = row.get("data_date") or row.get("data_timestamp")
     return f"{name} ({day})" if day else name
 
@@ -901,7 +901,7 @@ def report_section(
     out = Path(out_dir)
     table = write_table(clean(changes.frame), out / "tables", "changes")
     since_label = _snapshot_label(changes.since)
-    until_label = _snapshot_label(changes.until)
+    until_label = _snapshot_label(changes.until, "later snapshot")
     fig = status_flow_figure(changes.status_flows, since_label, until_label)
     figure = save_figure(fig, out / "figures", "status_flows")
     frame = changes.frame
@@ -924,8 +924,8 @@ def report_section(
     context = {
         "since_label": since_label,
         "until_label": until_label,
-        "since": {k: ("" if v is None else str(v)) for k, v in changes.since.items()},
-        "until": {k: ("" if v is None else str(v)) for k, v in changes.until.items()},
+        "since": _row_text(changes.since),
+        "until": _row_text(changes.until),
         "counts": counts[counts["changes"] > 0].to_dict("records"),
         "n_changes": len(frame),
         "n_trials": int(frame["nct_id"].nunique()),
@@ -936,6 +936,14 @@ def report_section(
         "flows": changes.status_flows.to_dict("records"),
     }
     return context, table, figure
+
+
+def _row_text(row: Mapping[str, Any]) -> dict[str, str]:
+    """A snapshot row as text, every :data:`._asof.SNAPSHOT_COLUMNS` key present."""
+    from irtscope.trials._asof import SNAPSHOT_COLUMNS
+
+    keys = dict.fromkeys((*SNAPSHOT_COLUMNS, *row))
+    return {k: "" if row.get(k) is None else str(row.get(k)) for k in keys}
 
 
 def _short(text: str, limit: int = 200) -> str:
