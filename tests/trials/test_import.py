@@ -260,3 +260,18 @@ def test_deeply_nested_record_is_named_and_skipped(
     assert result.exit_code == 1
     assert "Traceback" not in result.output and "RecursionError" not in result.output
     assert "line 2" in result.output and "nested too deeply" in result.output
+
+
+def test_import_of_an_empty_folder_says_so(tmp_path: Path) -> None:
+    """Issue 13: an empty folder used to be "read 0 entries from 0 file(s)", exit 0."""
+    empty = tmp_path / "empty"
+    (empty / "sub").mkdir(parents=True)
+    with Store(":memory:") as store:
+        report = import_paths(store, [empty])
+    assert [(f.path, f.reason) for f in report.failures] == [
+        (str(empty), "folder holds no files to import")
+    ]
+    result = CliRunner().invoke(
+        app, ["trials", "import", "--db", str(tmp_path / "e.duckdb"), str(empty)]
+    )
+    assert result.exit_code == 1 and "no files to import" in result.output

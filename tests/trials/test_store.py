@@ -309,3 +309,46 @@ def test_second_store_on_an_open_file_says_why(tmp_path: Path) -> None:
         Store(db).open()
     with Store(db, read_only=True) as first, Store(db, read_only=True) as second:
         assert first.study_count() == second.study_count() == 0
+
+
+def test_same_update_date_conflict_is_reported_and_settled_alike() -> None:
+    """Issue 13: one NCT id twice in a file, same last update date, other content: the last
+    one silently won, so the winner flipped with file order. Now the version with the
+    greatest id wins in either order, and the conflict is reported."""
+    first = _study("NCT00000001", updated="2024-01-02", title="Title one")
+    second = _study("NCT00000001", updated="2024-01-02", title="Title two")
+    winners = set()
+    for order in ([first, second], [second, first]):
+        with Store(":memory:") as store:
+            report = _ingest(store, order, source="twice.json")
+            current = store.get_study("NCT00000001")["protocolSection"]
+            winners.add(current["identificationModule"]["briefTitle"])
+            assert report.failures == [] and store.study_count() == 1
+            conflicts = [(c.path, c.nct_id) for c in report.conflicts]
+            assert conflicts == [("twice.json", "NCT00000001")]
+            assert "same last update" in report.conflicts[0].reason
+            # a newer date is no conflict
+            later = _ingest(store, [_study("NCT00000001", updated="2024-02-01")], source="b")
+            assert later.conflicts == []
+    assert len(winners) == 1
+
+
+def test_stale_spill_folder_is_removed_on_open(tmp_path: Path) -> None:
+    """Issue 13: a killed import left ``<store>.duckdb.tmp/`` behind; the next writer that
+    opens the store (it holds the file's lock, so no one else spills there) removes it."""
+    db = tmp_path / "s.duckdb"
+    with Store(db):
+        pass
+    stale = tmp_path / "s.duckdb.tmp"
+    stale.mkdir()
+    (stale / "duckdb_temp_storage_S32K-0.tmp").write_bytes(b"spilled")
+    with Store(db, read_only=True):
+        assert stale.exists()  # a reader may share the file with a live writer: left alone
+    with Store(db) as store:
+        assert not stale.exists()
+        assert store.study_count() == 0
+    other = tmp_path / "s.duckdb.tmp"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine", encoding="utf-8")
+    with Store(db):
+        assert (other / "notes.txt").exists()  # not DuckDB's: kept

@@ -104,6 +104,13 @@ def register(app: typer.Typer) -> None:
             f"{summary['unique_studies']:,} unique studies"
         )
         _print_counts("rows per table", report.table_counts)
+        if report.conflicts:
+            err_console.print(
+                f"[bold yellow]{len(report.conflicts)} conflict(s) (imported; the current "
+                "version chosen by version id):[/]"
+            )
+            for conflict in report.conflicts[:50]:
+                err_console.print(f"  {conflict}", highlight=False, markup=False, soft_wrap=True)
         if report.failures:
             err_console.print(f"[bold red]{len(report.failures)} failure(s):[/]")
             for failure in report.failures[:50]:

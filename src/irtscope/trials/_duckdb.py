@@ -5,6 +5,7 @@ Measured choices live here, each with its reason (see ``benchmarks/ingest.py``).
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -99,12 +100,31 @@ def attach(duckdb: Any, path: Path, read_only: bool) -> Any:
         quoted = str(path).replace("'", "''")
         con.execute(f"ATTACH '{quoted}' AS {ALIAS} ({options})")
         con.execute(f"USE {ALIAS}")
+        if not read_only:
+            remove_stale_spill(Path(f"{path}.tmp"))
         # An in-memory main database would spill to ./.tmp: keep spill files by the store.
         con.execute("SET temp_directory = ?", [f"{path}.tmp"])
     except BaseException:
         con.close()
         raise
     return con
+
+
+def remove_stale_spill(folder: Path) -> None:
+    """Remove the spill folder a killed import left by the store (``<store>.tmp``).
+
+    DuckDB removes it on a clean close; a killed process leaves it, usually empty. Only a
+    connection that just attached the store for writing calls this: it holds the file's
+    lock, so no other process can be spilling there. DuckDB's own files
+    (``duckdb_temp_*``) go; anything else, and the folder with it, is left alone.
+    """
+    if not folder.is_dir():
+        return
+    for entry in folder.glob("duckdb_temp*"):
+        if entry.is_file():
+            entry.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # not empty: someone else's files stay
+        folder.rmdir()
 
 
 def first_row(result: Any) -> Any:

@@ -109,6 +109,9 @@ class ImportReport:
     files: int = 0
     failures: list[ImportFailure] = field(default_factory=list)
     table_counts: dict[str, int] = field(default_factory=dict)
+    #: versions of one study with the same last update and export dates (imported; the
+    #: current one is chosen by version id, see README "Trial records")
+    conflicts: list[ImportFailure] = field(default_factory=list)
 
     @property
     def duplicates(self) -> int:
@@ -132,6 +135,7 @@ class ImportReport:
         ):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.failures.extend(other.failures)
+        self.conflicts.extend(other.conflicts)
 
 
 def _open_binary(path: Path) -> IO[bytes]:
@@ -370,6 +374,10 @@ def import_paths(
     for path in map(Path, paths):
         # A folder (e.g. an unpacked bulk download) stands for the files under it.
         files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        if not files:
+            report.failures.append(
+                ImportFailure(str(path), None, None, "folder holds no files to import")
+            )
         if path.is_dir() and (xml := [p for p in files if p.suffix.lower() == ".xml"]):
             # Legacy XML holds one study per file (unpacked AllPublicXML: ~500,000 files):
             # the folder's XML files are one snapshot, as the zip they came in would be.

@@ -57,7 +57,12 @@ from irtscope.trials._normalize import (
     LIST_COLUMNS,
     TABLE_COLUMNS,
 )
-from irtscope.trials._sources_files import DEFAULT_BATCH_SIZE, ImportReport, RawRecord
+from irtscope.trials._sources_files import (
+    DEFAULT_BATCH_SIZE,
+    ImportFailure,
+    ImportReport,
+    RawRecord,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -447,6 +452,7 @@ class Store:
             "older_versions": 0,
             "alias_merged": 0,
             "failures": batch.failures,
+            "conflicts": [],
             "_changed": False,
             "_newest": max(filter(None, batch.holders), default=None),
         }
@@ -567,6 +573,7 @@ class Store:
             counts["alias_merged"] = self._merge_aliases() if self._aliases_stored else 0
             if touched:
                 self._refresh_current(touched)
+                counts["conflicts"] = self._conflicts(touched, snapshot_id, batch)
 
         # Entries already logged (same file content / same harvest page) are not re-added.
         entries = pa.table(
@@ -658,7 +665,7 @@ class Store:
                 """UPDATE study_versions SET is_current = (r.rn = 1 AND r.merged_into IS NULL)
                    FROM (SELECT nct_id, version, merged_into, row_number() OVER (
                            PARTITION BY nct_id ORDER BY last_update_posted DESC NULLS LAST,
-                           version_holder DESC NULLS LAST, seq DESC) AS rn
+                           version_holder DESC NULLS LAST, version DESC) AS rn
                          FROM study_versions WHERE nct_id IN (SELECT nct_id FROM _touched)) r
                    WHERE study_versions.nct_id = r.nct_id AND study_versions.version = r.version
                 """
@@ -670,6 +677,42 @@ class Store:
             )
         finally:
             con.unregister("_touched")
+
+    def _conflicts(self, nct_ids: set[str], snapshot_id: int, batch: Batch) -> list[ImportFailure]:
+        """Studies whose current version ties with another on both dates that order versions
+        (last update posted, export date), one of them added by this snapshot.
+
+        Nothing in the record says which is newer: the greatest version id is current
+        (see :meth:`_refresh_current`), so the choice does not depend on file order, and
+        the tie is reported for a human to look at.
+        """
+        con = self.con
+        con.register("_touched", pa.table({"nct_id": sorted(nct_ids)}))
+        try:
+            rows = con.execute(
+                """SELECT c.nct_id, c.version, c.last_update_posted, count(*)
+                   FROM study_versions c JOIN study_versions v ON v.nct_id = c.nct_id
+                    AND v.last_update_posted IS NOT DISTINCT FROM c.last_update_posted
+                    AND v.version_holder IS NOT DISTINCT FROM c.version_holder
+                   WHERE c.is_current AND c.nct_id IN (SELECT nct_id FROM _touched)
+                   GROUP BY ALL HAVING count(*) > 1 AND bool_or(v.snapshot_id = ?)
+                   ORDER BY 1""",
+                [snapshot_id],
+            ).fetchall()
+        finally:
+            con.unregister("_touched")
+        where = {nct: (path, position) for nct, path, position in zip(
+            batch.ncts, batch.paths, batch.positions, strict=True)}  # fmt: skip
+        return [
+            ImportFailure(
+                *where.get(nct, (batch.paths[0] if batch.paths else "", None)),
+                nct,
+                f"{n} versions have the same last update date ({last_update or 'none'}) and "
+                f"export date but other content; version {version[:12]} is current (the "
+                "greatest version id, whatever the file order)",
+            )
+            for nct, version, last_update, n in rows
+        ]
 
     # -- harvest state ------------------------------------------------------------------
     def log_query(self, key: str, name: str, params: dict[str, str]) -> None:
@@ -967,6 +1010,7 @@ def _member(source: str, path: str) -> str:
 
 def _add_counts(report: ImportReport, counts: dict[str, Any]) -> None:
     report.failures.extend(counts.pop("failures"))
+    report.conflicts.extend(counts.pop("conflicts"))
     for name, value in counts.items():
         setattr(report, name, getattr(report, name) + value)
 
