@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from irtscope.trials._api import CtgovClient, HarvestResult, harvest
+    from irtscope.trials._asof import StoreAsOf, iter_studies_as_of, list_snapshots
+    from irtscope.trials._changes import Change, SnapshotChanges, compare_snapshots
     from irtscope.trials._classify import classify_studies
     from irtscope.trials._describe import (
         LandscapeData,
@@ -51,6 +53,12 @@ _LAZY = {
     "ImportReport": "irtscope.trials._sources_files",
     "import_paths": "irtscope.trials._sources_files",
     "Store": "irtscope.trials._store",
+    "StoreAsOf": "irtscope.trials._asof",
+    "iter_studies_as_of": "irtscope.trials._asof",
+    "list_snapshots": "irtscope.trials._asof",
+    "Change": "irtscope.trials._changes",
+    "SnapshotChanges": "irtscope.trials._changes",
+    "compare_snapshots": "irtscope.trials._changes",
     "studies_to_registry_csv": "irtscope.trials._sources_csv",
     "LandscapeData": "irtscope.trials._describe",
     "cochran_armitage": "irtscope.trials._describe",
@@ -91,6 +99,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__: list[str] = [
+    "Change",
     "Criterion",
     "CtgovClient",
     "Dictionary",
@@ -100,13 +109,16 @@ __all__: list[str] = [
     "Protocol",
     "QuerySpec",
     "ReportResult",
+    "SnapshotChanges",
     "Store",
+    "StoreAsOf",
     "apply_class_overrides",
     "apply_screen_overrides",
     "available_protocols",
     "build_landscape_report",
     "classify_studies",
     "cochran_armitage",
+    "compare_snapshots",
     "comparison_table",
     "explain_table",
     "flow_counts",
@@ -115,6 +127,8 @@ __all__: list[str] = [
     "ici_table",
     "import_paths",
     "innovation_table",
+    "iter_studies_as_of",
+    "list_snapshots",
     "load_dictionary",
     "load_overrides",
     "load_protocol",
