@@ -275,3 +275,21 @@ def test_import_of_an_empty_folder_says_so(tmp_path: Path) -> None:
         app, ["trials", "import", "--db", str(tmp_path / "e.duckdb"), str(empty)]
     )
     assert result.exit_code == 1 and "no files to import" in result.output
+
+
+def test_jsonl_with_damaged_first_lines_keeps_the_rest(
+    small_records: list[dict], tmp_path: Path
+) -> None:
+    """A damaged first line made the reader take a JSONL file for one indented document
+    (every record lost as "invalid JSON"); JSONL is recognised by any of its first lines."""
+    good = [orjson.dumps(r) for r in small_records[:3]]
+    path = tmp_path / "damaged_head.jsonl"
+    path.write_bytes(b"\n".join([good[0][:40], b"", good[1][5:], *good]))
+    with Store(":memory:") as store:
+        report = import_paths(store, [path])
+    assert report.new_studies == 3
+    assert [f.position for f in report.failures] == ["line 1", "line 3"]
+    pretty = tmp_path / "pretty.json"
+    pretty.write_bytes(orjson.dumps(small_records[0], option=orjson.OPT_INDENT_2))
+    with Store(":memory:") as store:
+        assert import_paths(store, [pretty]).new_studies == 1

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import itertools
 import logging
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
@@ -205,6 +206,27 @@ def _split_value(data: bytes, path: str, where: str) -> Iterator[RawRecord]:
         yield RawRecord(path, position, raw=bytes(item))
 
 
+#: Lines read to tell JSONL (with damaged first lines) from one indented JSON value.
+_JSONL_PROBE = 16
+
+
+def _whole_value(line: bytes) -> bool:
+    """Whether ``line`` is one complete JSON value (too deep to check counts as one: an
+    indented document never nests a thousand levels on one line)."""
+    try:
+        msgspec.json.decode(line, type=msgspec.Raw)
+    except msgspec.DecodeError:
+        return False
+    except RecursionError:
+        return True
+    return True
+
+
+def _whole_object(line: bytes) -> bool:
+    """A JSONL record line: a whole object starting at column 0."""
+    return line[:1] == b"{" and _whole_value(line)
+
+
 def _iter_json_stream(stream: IO[bytes], path: str) -> Iterator[RawRecord]:
     """JSON list / page / study / JSONL from an (uncompressed) byte stream."""
     buffered = io.BufferedReader(stream) if not hasattr(stream, "peek") else stream
@@ -224,16 +246,15 @@ def _iter_json_stream(stream: IO[bytes], path: str) -> Iterator[RawRecord]:
         yield from _split_value(buffered.read(), path, "")
         return
     # '{' : JSONL (studies or pages, one per line) or one pretty-printed object.
-    first = buffered.readline()
-    try:
-        msgspec.json.decode(first, type=msgspec.Raw)
-    except msgspec.DecodeError:
-        yield from _split_value(first + buffered.read(), path, "")
-        return
-    except RecursionError:  # too deep to check, so not the "{" line of indented JSON: JSONL
-        pass
-    yield from _split_value(first, path, "line 1")
-    for lineno, line in enumerate(buffered, start=2):
+    # JSONL shows itself within a few lines, as a line that is a whole object (a damaged
+    # first record must not turn the file into one invalid document); indented JSON never.
+    lines = [buffered.readline()]
+    while not (_whole_value(lines[0]) if len(lines) == 1 else _whole_object(lines[-1])):
+        if len(lines) == _JSONL_PROBE or not lines[-1]:
+            yield from _split_value(b"".join(lines) + buffered.read(), path, "")
+            return
+        lines.append(buffered.readline())
+    for lineno, line in enumerate(itertools.chain(lines, buffered), start=1):
         if line.isspace():  # blank line (isspace stops at the first non-blank: no copy)
             continue
         yield from _split_value(line, path, f"line {lineno}")
