@@ -134,6 +134,11 @@ def test_cli_reports_dropped_columns_and_unmatched_lesions(
     assert "original_firstorder_f3" in set(excluded["column"])
     html = (out / "report.html").read_text(encoding="utf-8")
     assert "original_firstorder_f3" in html and "lesions without features" in html
+    # a clean rerun into the same folder leaves no stale lists behind
+    manifest, features = _split(frame)
+    assert _evaluate(tmp_path, manifest, features).exit_code == 0
+    assert not (out / "unmatched_lesions.csv").exists()
+    assert not (out / "excluded_features.csv").exists()
 
 
 def test_a_whole_cohort_without_features_is_an_error(frame: pd.DataFrame, tmp_path: Path) -> None:

@@ -59,6 +59,8 @@ def _run_evaluation(
             f"row(s) without a manifest lesion are left out (e.g. "
             f"{unmatched['lesion_id'].iloc[0]!r}); listed in {unmatched_csv}"
         )
+    else:  # a list left by an earlier run into the same folder would mislead
+        (out / "unmatched_lesions.csv").unlink(missing_ok=True)
     # check the options before the progress bar starts, so a typo is one clean error line
     unknown = sorted(set(tasks) - {"pd", "os", "pfs"})
     if unknown:

@@ -245,6 +245,8 @@ def write_imaging_report(
     write_csv(preds, predictions_csv, index=False)
     if not result.excluded.empty:  # dropped feature columns, infinite values: say which
         write_csv(result.excluded, out / "excluded_features.csv", index=False)
+    else:  # a list left by an earlier run into the same folder would mislead
+        (out / "excluded_features.csv").unlink(missing_ok=True)
 
     figures = []
     pd_preds = result.predictions[result.predictions["task"] == "per-lesion PD"]
