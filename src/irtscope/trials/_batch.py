@@ -179,7 +179,9 @@ class Batch:
             fast = fast_rows(canonical)
             study = orjson.loads(canonical) if fast is None else None
         except (msgspec.DecodeError, orjson.JSONDecodeError) as exc:
-            self._fail(record, None, f"invalid JSON: {exc}")
+            # msgspec checks UTF-8 in the fields it decodes: word it as the batch check does
+            kind = "not UTF-8 text" if "UTF-8" in str(exc) else "invalid JSON"
+            self._fail(record, None, f"{kind}: {exc}")
             return
         except UnicodeDecodeError as exc:
             self._fail(record, None, f"not UTF-8 text: {exc}")
