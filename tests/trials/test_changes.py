@@ -515,3 +515,30 @@ def test_as_of_xml_snapshot_reproduces_xml_alone(
         )
     assert len(then) == 20
     pd.testing.assert_frame_equal(then, expected)
+
+
+def test_two_real_versions_differing_only_in_derived_data(ctgov_dir: Path, tmp_path: Path) -> None:
+    """aact_fixtures_13 holds NCT02552212 twice: two registry exports (versionHolder
+    2023-12-12 and 2024-01-03) that differ only in derived MeSH browse data. Stored as two
+    snapshots they are two versions, and nothing a landscape compares changed."""
+    from irtscope.trials import import_paths
+
+    path = ctgov_dir / "aact_fixtures_13.json.gz"
+    if not path.is_file():
+        pytest.skip(f"{path} not found")
+    with gzip.open(path, "rt", encoding="utf-8") as fh:
+        versions = [s for s in json.load(fh) if _nct(s) == "NCT02552212"]
+    assert len(versions) == 2
+    versions.sort(key=lambda s: s["derivedSection"]["miscInfoModule"]["versionHolder"])
+    files = []
+    for i, version in enumerate(versions):
+        files.append(tmp_path / f"v{i}.json")
+        files[-1].write_text(json.dumps([version]), encoding="utf-8")
+    with Store(tmp_path / "aact.duckdb") as store:
+        import_paths(store, files[:1])
+        import_paths(store, files[1:])
+        assert list(list_snapshots(store)["new_versions"]) == [1, 1]
+        old = next(iter_studies_as_of(store, 1))["derivedSection"]["miscInfoModule"]
+        assert old["versionHolder"] == "2023-12-12"
+        result = compare_snapshots(store, "nsclc-irt")
+    assert result.frame.empty
