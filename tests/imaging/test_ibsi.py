@@ -60,7 +60,7 @@ def ct_phantom(imaging_dir: Path) -> Path:
 @pytest.fixture(scope="module")
 def conformance(imaging_dir: Path) -> Conformance:
     """Every configuration with every engine, once for the whole module."""
-    return ibsi_conformance(imaging_dir, project_root=REPO_ROOT)
+    return ibsi_conformance(imaging_dir, project_root=REPO_ROOT, n_workers=2)
 
 
 @pytest.fixture(scope="module")

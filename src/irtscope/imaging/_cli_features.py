@@ -97,12 +97,19 @@ def ibsi_check_command(
     agreement: Annotated[
         bool, typer.Option(help="With --all: also compare the engines on the lung CTs.")
     ] = True,
+    workers: Annotated[
+        int, typer.Option(min=1, help="With --all: checks run side by side in N processes.")
+    ] = 2,
+    cache_dir: Annotated[
+        Path | None,
+        typer.Option(help="With --all: Parquet cache of the lung-CT extractions (OUT/cache)."),
+    ] = None,
 ) -> None:
     """Run an IBSI phantom through a configuration and compare with the reference values."""
     from irtscope.imaging._ibsi import IBSI_CONFIGS, ibsi_check, ibsi_pass_share, reference_table
 
     if run_all:
-        _ibsi_all(data_dir, out, engine, agreement)
+        _ibsi_all(data_dir, out, engine, agreement, workers, cache_dir)
         return
     key = "digital" if phantom is _Phantom.digital else config.upper()
     if key not in IBSI_CONFIGS:
@@ -134,7 +141,12 @@ def ibsi_check_command(
 
 
 def _ibsi_all(
-    data_dir: Path | None, out: Path | None, engine: _Engine | None, agreement: bool
+    data_dir: Path | None,
+    out: Path | None,
+    engine: _Engine | None,
+    agreement: bool,
+    workers: int = 2,
+    cache_dir: Path | None = None,
 ) -> None:
     """``ibsi-check --all``: conformance of every configuration and engine, then agreement."""
     from irtscope.imaging._ibsi import ENGINES
@@ -147,12 +159,13 @@ def _ibsi_all(
     folder = _shared_imaging(data_dir)
     out_dir = out or Path("build") / "ibsi"
     engines = [engine.value] if engine is not None else list(ENGINES)
-    result = ibsi_conformance(folder, engines=engines)
+    result = ibsi_conformance(folder, engines=engines, n_workers=workers)
     if agreement and len(engines) > 1:
         from dataclasses import replace
 
         manifest = lung_manifest(folder)
-        result = replace(result, agreement=engine_agreement(manifest, "lung-ct"))
+        cache = cache_dir or out_dir / "cache"
+        result = replace(result, agreement=engine_agreement(manifest, "lung-ct", cache_dir=cache))
     files = result.write(out_dir)
     _print_frame(result.summary, "IBSI 1 conformance (pass share of computed; coverage of tags)")
     if result.agreement is not None:

@@ -29,6 +29,7 @@ import logging
 import math
 import re
 import tempfile
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -176,6 +177,8 @@ def mirp_settings(params: RadiomicsParams, image: Any) -> dict[str, Any]:
         kwargs["base_discretisation_bin_width"] = width
         if pyradiomics_like:  # MIRP refuses a non-IBSI method unless told so
             kwargs["ibsi_compliant"] = False
+    # pyradiomics' voxelArrayShift is added to intensities in energy / RMS; MIRP's name for it
+    kwargs["stat_value_shift"] = float(setting.voxel_array_shift or 0)
     distance = float((setting.distances or (1,))[0])
     kwargs["glcm_distance"] = distance
     kwargs["ngldm_distance"] = distance
@@ -206,7 +209,8 @@ def _quiet_mirp() -> Iterator[None]:
 
     MIRP calls ``logging.basicConfig(level=INFO, stream=sys.stdout)`` and logs on the root
     logger: in a CLI that would interleave its progress lines with our tables. A handler on the
-    root logger turns ``basicConfig`` into a no-op, and the root level is WARNING for the call.
+    root logger turns ``basicConfig`` into a no-op, and the root level is WARNING for the call;
+    ITK's import-time SWIG deprecation warnings are ignored for the call.
     """
     root = logging.getLogger()
     handler = logging.NullHandler()
@@ -216,7 +220,14 @@ def _quiet_mirp() -> Iterator[None]:
     level = root.level
     root.setLevel(max(level, logging.WARNING))
     try:
-        yield
+        with warnings.catch_warnings():
+            # ITK's SWIG modules warn on import (Python 3.12 style); MIRP loads them lazily
+            # here. Turned into an error (pytest -W error) that warning crashes the
+            # interpreter inside the C import, so it is ignored for this call only.
+            warnings.filterwarnings(
+                "ignore", message=r".*has no __module__ attribute", category=DeprecationWarning
+            )
+            yield
     finally:
         root.setLevel(level)
         if added:
