@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from irtscope import ConfigError, DataError, GeometryError
 from irtscope.cli import app
-from irtscope.imaging import compute_features, extract_features, load_manifest
+from irtscope.imaging import compute_features, extract_features, load_manifest, load_params
 
 
 @pytest.fixture(scope="module")
@@ -228,17 +228,33 @@ def test_cli_extract_keeps_good_lesions_when_rows_are_bad(
     grid = _save_like(image, mask, tmp_path / "other_grid.nrrd", spacing=(1.0, 1.0, 5.0))
     lung1 = str(lung_dir / "lung1_image.nrrd")
     broken = [
-        {"patient_id": "P3", "lesion_id": "GONE[/x]", "cohort": "x",
-         "image_path": str(tmp_path / "nowhere.nrrd"), "mask_path": empty},
-        {"patient_id": "P4", "lesion_id": "EMPTY", "cohort": "x", "image_path": lung1,
-         "mask_path": empty},
-        {"patient_id": "P5", "lesion_id": "GRID", "cohort": "x", "image_path": lung1,
-         "mask_path": grid},
+        {
+            "patient_id": "P3",
+            "lesion_id": "GONE[/x]",
+            "cohort": "x",
+            "image_path": str(tmp_path / "nowhere.nrrd"),
+            "mask_path": empty,
+        },
+        {
+            "patient_id": "P4",
+            "lesion_id": "EMPTY",
+            "cohort": "x",
+            "image_path": lung1,
+            "mask_path": empty,
+        },
+        {
+            "patient_id": "P5",
+            "lesion_id": "GRID",
+            "cohort": "x",
+            "image_path": lung1,
+            "mask_path": grid,
+        },
     ]
     manifest = _manifest(lung_dir, tmp_path, broken)
     out = tmp_path / "out"
-    code = _run_main(monkeypatch, ["imaging", "extract", "--manifest", str(manifest),
-                                   "--out", str(out)])
+    code = _run_main(
+        monkeypatch, ["imaging", "extract", "--manifest", str(manifest), "--out", str(out)]
+    )
     printed = " ".join(capsys.readouterr().out.split())  # undo the console's line wrapping
     assert code == 0
     assert list(pd.read_parquet(out / "features.parquet")["lesion_id"]) == ["L1", "L2"]
@@ -253,8 +269,77 @@ def test_cli_extract_keeps_good_lesions_when_rows_are_bad(
     only_bad = tmp_path / "bad" / "manifest.csv"
     only_bad.parent.mkdir()
     pd.read_csv(manifest).iloc[2:].to_csv(only_bad, index=False)
-    code = _run_main(monkeypatch, ["--quiet", "imaging", "extract", "--manifest", str(only_bad),
-                                   "--out", str(tmp_path / "out_bad")])
+    code = _run_main(
+        monkeypatch,
+        [
+            "--quiet",
+            "imaging",
+            "extract",
+            "--manifest",
+            str(only_bad),
+            "--out",
+            str(tmp_path / "out_bad"),
+        ],
+    )
     err = capsys.readouterr().err
     assert code == 1 and "no lesion" in err and "3 failed" in err
     assert (tmp_path / "out_bad" / "failures.csv").is_file()
+
+
+@pytest.mark.slow
+def test_cli_extract_with_the_mirp_engine_then_agreement(lung_dir: Path, tmp_path: Path) -> None:
+    """engine: mirp through the normal extract command: Dask, cache, failures.csv, IBSI tags.
+
+    2 mm instead of lung-ct's 1 mm keeps MIRP's run short; the same YAML then serves the
+    cross-engine agreement, whose MIRP half comes from the extraction cache.
+    """
+    import yaml
+
+    from irtscope.imaging import engine_agreement
+
+    data = load_params("lung-ct").model_dump(by_alias=True)
+    data["setting"]["resampledPixelSpacing"] = [2.0, 2.0, 2.0]
+    params = tmp_path / "lung_2mm.yaml"
+    params.write_text(yaml.safe_dump(data))
+    broken = [
+        {
+            "lesion_id": "gone",
+            "patient_id": "P9",
+            "cohort": "A",
+            "image_path": str(tmp_path / "missing.nrrd"),
+            "mask_path": str(lung_dir / "lung1_label.nrrd"),
+        }
+    ]
+    manifest = _manifest(lung_dir, tmp_path, broken)
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    args = [
+        "imaging",
+        "extract",
+        "--manifest",
+        str(manifest),
+        "--out",
+        str(out),
+        "--params",
+        str(params),
+        "--engine",
+        "mirp",
+        "--workers",
+        "2",
+        "--cache-dir",
+        str(cache),
+    ]
+    result = CliRunner().invoke(app, ["--quiet", *args])
+    assert result.exit_code == 0, result.output
+    features = pd.read_parquet(out / "features.parquet")
+    assert list(features["lesion_id"]) == ["L1", "L2"]
+    assert {"morph_volume", "stat_mean", "dzm_sde_3D", "ivh_v10", "cm_joint_avg_3D_avg"} <= set(
+        features.columns
+    )
+    failures = pd.read_csv(out / "failures.csv")
+    assert list(failures["lesion_id"]) == ["gone"]
+    good = load_manifest(manifest, check_files=False).iloc[:2]
+    agreement = engine_agreement(good, params, cache_dir=cache)
+    assert set(agreement["lesion_id"]) == {"L1", "L2"}
+    assert agreement["tag"].nunique() > 80 and (agreement["rel_diff"] >= 0).all()
+    volume = agreement[agreement["tag"] == "morph_vol_approx"]["rel_diff"]
+    assert (volume < 0.15).all()  # both engines see the same lesions

@@ -333,6 +333,8 @@ class RadiomicsParams(_Strict):
         if self.engine != "pyradiomics":
             content["engine"] = self.engine
             content["mirp"] = self.mirp
+            # bump when irtscope's YAML -> MIRP translation changes what MIRP computes
+            content["mirp_translation"] = 1
         blob = json.dumps(content, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()
 
