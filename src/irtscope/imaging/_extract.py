@@ -132,7 +132,10 @@ def compute_features(
     diagnostics: bool = False,
     lesion: str = "lesion",
 ) -> dict[str, Any]:
-    """Run pyradiomics on one image and binary mask (SimpleITK images).
+    """Run the parameters' engine (pyradiomics, or MIRP) on one image and binary mask.
+
+    pyradiomics gets irtscope's IBSI preprocessing first (resampling, combined
+    re-segmentation, bin origin); MIRP does its own and returns IBSI tag names.
 
     Parameters
     ----------
