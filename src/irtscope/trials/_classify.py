@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from irtscope.trials._protocol import Protocol
@@ -90,6 +90,18 @@ _MODEL = {
 _MASKING = {m: m.lower() for m in ("NONE", "SINGLE", "DOUBLE", "TRIPLE", "QUADRUPLE")}
 _AGES = ("CHILD", "ADULT", "OLDER_ADULT")
 _ELIGIBILITY_HEAD = 1200  # characters of inclusion criteria read for stage phrases
+_NON_ALNUM = re.compile(r"[^a-z0-9]+")
+_AFFILIATION = "sponsorCollaboratorsModule.responsibleParty.investigatorAffiliation"
+#: a record's own statement of its centres (group 1 set: multicentre)
+_CENTRES = re.compile(
+    r"(?<![a-z])(?:(multi[\s-]?(?:cent(?:er|re|ric)|institution(?:al)?|site|national)|"
+    r"multiple (?:cent(?:er|re)s|institutions|sites))|"
+    r"(?:single|one|mono)[\s-]?(?:cent(?:er|re|ric)|institution(?:al)?)|monocentric)(?![a-z])"
+)
+#: "in 3-5 fractions", "5 fractions": a fraction count stated without a dose
+_FRACTION_COUNT = re.compile(
+    r"(?<![\d.])(\d{1,2})(?:\s*(?:-|–|to)\s*\d{1,2})?\s*(?:fractions|fx)\b"
+)
 _ENROLLMENT_BINS = ((50, "<50"), (100, "50-99"), (200, "100-199"), (500, "200-499"))
 
 #: text kinds read per variable group, strongest first.
@@ -102,7 +114,7 @@ _ROMAN = {"i": 1, "ii": 2, "iii": 3, "iv": 4, "1": 1, "2": 2, "3": 3, "4": 4}
 #: "stage IIIB/C or IV", "stage IIIB (locally advanced) or IV", "stage IIIB IV": sub-stage
 #: letter lists, a short parenthetical or a bare space may sit between the stages of a mention.
 _STAGE_RX = re.compile(
-    r"stages?\s*[\(\[]?\s*((?:(?:iv|i{1,3}|[1-4])(?:[abc](?:\s*/\s*[abc](?![a-z0-9]))*\d?)?"
+    r"(?:stages?|staging,)\s*[\(\[]?\s*((?:(?:iv|i{1,3}|[1-4])(?:[abc](?:\s*/\s*[abc](?![a-z0-9]))*\d?)?"
     r"(?![a-z0-9])(?:\s*\([^()]{0,40}\))?"
     r"(?:(?:\s*(?:-|–|—|to|through|or|and|/|,|&)\s*|\s+(?=(?:iv|i{1,3})[abc]?(?![a-z0-9])))"
     r"(?:stages?\s*)?)?)+)"
@@ -134,6 +146,16 @@ _SCHEDULES = (
     (re.compile(r"(\d+)\s*(?:fractions?|fx)\s*(?:of|x|×)\s*(\d+(?:\.\d+)?)\s*gy"), "n_dose"),
     (re.compile(r"(\d+(?:\.\d+)?)\s*gy\s*(?:x|×|\*)\s*(\d+)(?![\d.]*\s*gy)"), "dose_n"),
     (re.compile(r"(\d+(?:\.\d+)?)\s*gy\s*(?:per|/|each|a|in one|in a single)\s*fraction"), "dose"),
+    # "a radiation dose of 4 Gy for a total of 5 courses", "8 Gy for 3 sessions"
+    (
+        re.compile(
+            r"(\d+(?:\.\d+)?)\s*gy\b[^.;\d]{0,12}?\bfor\s+(?:a\s+total\s+of\s+)?(\d+)\s*"
+            r"(?:courses|sessions|treatments|fractions|fx)\b"
+        ),
+        "dose_n",
+    ),
+    # "a single 12 Gy dose", "single fraction of 20 Gy"
+    (re.compile(r"\bsingle\s+(?:fraction\s+of\s+)?(\d+(?:\.\d+)?)\s*gy\b"), "single"),
 )
 
 
@@ -141,6 +163,18 @@ def _enum(value: object, mapping: dict[str, str], path: str) -> list[Row]:
     if value is None or value == "":
         return [(NOT_REPORTED, path, "", 1.0)]
     return [(mapping.get(str(value), str(value).lower().replace("_", " ")), path, str(value), 1.0)]
+
+
+def _stage_mentions(text: str) -> Iterator[tuple[set[int], tuple[int, int]]]:
+    """Each explicit "stage ..." mention's stages and span, one mention at a time."""
+    for m in _STAGE_RX.finditer(text):
+        nums = [_ROMAN[n] for n in _STAGE_NUM.findall(_PARENTHETICAL.sub(" ", m.group(1)))]
+        if not nums:
+            continue
+        if re.search(r"-|–|—|to|through", m.group(1)) and len(nums) >= 2:
+            yield set(range(min(nums), max(nums) + 1)), m.span()
+        else:
+            yield set(nums), m.span()
 
 
 def _stage_groups(text: str) -> tuple[set[int], tuple[int, int]]:
@@ -179,6 +213,13 @@ class _Classifier:
             for e in sponsors.entries
             if e.terms
         ]
+        places = cp.dictionaries.get(p.places_dictionary or "")
+        continents = {e.label: e.attrs.get("continent") for e in countries.entries}
+        self.place_rx = [
+            (e.label, continents.get(e.label), re.compile(r"(?<![a-z0-9])" + trie_regex(e.terms)))
+            for e in (places.entries if places else ())
+            if e.terms
+        ]
         why = cp.dictionaries[p.why_stopped_dictionary]
         self.why_rx = [
             (e.label, re.compile(r"(?<![a-z0-9])" + trie_regex(e.terms)))
@@ -199,11 +240,25 @@ class _Classifier:
             for name, d in cp.dictionaries.items()
         }
         self.context_dicts = {c for m in self.context.values() for c in m.values()}
+        # dose terms that are technique names ("sbrt" -> hypofractionated, "srs" -> single
+        # fraction): entries with attrs.implied_by name the technique dictionary
+        self.implied_terms: dict[str, set[str]] = {}
+        dose = cp.dictionaries.get(p.taxonomy.get("rt_dose", ""))
+        for e in dose.entries if dose else ():
+            tech = cp.dictionaries.get(e.attrs.get("implied_by", ""))
+            if tech is not None:  # a term naming a technique ("stereotactic radiotherapy")
+                self.implied_terms[e.label] = {_key_of(t) for te in tech.entries for t in te.terms}
+        roles = {e.attrs.get("role"): e.label for e in dose.entries} if dose else {}
+        self.low_dose_label = roles.get("low_dose", "")
+        self.single_label = roles.get("single_fraction", "")
         stage = cp.dictionaries.get(p.taxonomy.get("stage", ""))
         self.stage_dict = stage.name if stage else None
         self.stage_lexicon = Lexicon([stage] if stage else [])
         self.stage_attrs = (
             {e.label: e.attrs.get("stages", "") for e in stage.entries} if stage else {}
+        )
+        self.stage_vague = (
+            {e.label for e in stage.entries if e.attrs.get("vague") == "yes"} if stage else set()
         )
 
     # -- registry-coded variables -------------------------------------------------------
@@ -280,6 +335,8 @@ class _Classifier:
                 row = (alt[0], path, f"{row[2]} -> {alt[2]}", 0.7)
         out["sponsor_type"] = [row]
         self.geography(ps, out)
+        if out["region"][0][0] == NOT_REPORTED and not out["country"]:
+            self.sponsor_region(sponsor.get("name") or "", affiliation or "", out)
 
     def sponsor_type(self, name: str, klass: str) -> Row:
         """Sponsor type from the lead sponsor's name (override table, patterns) and class."""
@@ -347,6 +404,51 @@ class _Classifier:
         else:
             out["centres"] = [(NOT_REPORTED, "contactsLocationsModule.locations", "no sites", 1.0)]
 
+    def sponsor_region(self, name: str, affiliation: str, out: dict[str, list[Row]]) -> None:
+        """Region from the lead sponsor's name, then the responsible party's affiliation.
+
+        Why: a record without sites (withdrawn, not yet recruiting, or sites never entered)
+        still says who runs it, and a reader takes the sponsor's country; the call is marked
+        inferred and weaker than one from sites.
+        """
+        path = "sponsorCollaboratorsModule.leadSponsor.name"
+        for text, where in ((name, path), (affiliation, _AFFILIATION)):
+            low = text.lower()
+            found = [
+                (m.start(), country, continent, m.group())
+                for country, continent, rx in self.place_rx
+                if continent and (m := rx.search(low))
+            ]
+            if found:
+                _, country, continent, matched = min(found)
+                evidence = f"inferred from sponsor (no sites): '{matched}' in {text} -> {country}"
+                out["country"] = [(country, f"{where} (inferred)", evidence, 0.6)]
+                out["region"] = [(continent, f"{where} (inferred)", evidence, 0.6)]
+                out["multi_region"] = [("no", f"{where} (inferred)", evidence, 0.6)]
+                return
+
+    def centres(self, st: StudyText, out: dict[str, list[Row]]) -> None:
+        """Single/multi-centre: the record's own statement outranks the count of listed sites.
+
+        Registries often list only the lead site of a multicentre trial ("A Multicenter Phase
+        II Trial", one site listed); a record without sites and without a statement, whose
+        sponsor says where it is, is taken as run by its sponsor alone (single, inferred).
+        """
+        for kinds in (("title",), ("summary",), ("description",)):
+            for f in st.texts(kinds):
+                m = _CENTRES.search(f.text.lower())
+                if m is None:
+                    continue
+                value = "single" if m.group(1) is None else "multi"
+                text = snippet(f.text, m.start(), m.end())
+                out["centres"] = [(value, f.path, f"stated: {text}", 0.85)]
+                return
+        inferred = out["region"][0][1].endswith("(inferred)")
+        if out["centres"][0][0] == NOT_REPORTED and inferred:
+            path = "sponsorCollaboratorsModule.leadSponsor (inferred)"
+            evidence = f"no sites, no multicentre statement; run by {out['region'][0][2]}"
+            out["centres"] = [("single", path, evidence, 0.5)]
+
     # -- text-derived variables --------------------------------------------------------
     def has_radiotherapy(self, st: StudyText) -> bool:
         """Radiotherapy categories are only read for trials that give radiotherapy."""
@@ -377,53 +479,118 @@ class _Classifier:
         out["ici_drug"] = list(rows.values())
         out["ici_target"] = list(targets.values())
 
+    def category_hits(self, st: StudyText, variable: str, kinds: Iterable[str]) -> list[Hit]:
+        """The hits that count for ``variable`` (best-ranked fields first).
+
+        Dropped: negated mentions, mentions under a "non-" prefix ("non-ablative
+        radiotherapy (6 Gy x 5)" is not stereotactic RT), and generic terms that need a nearby
+        mention of another dictionary (attrs.context) without one in the same clause.
+        """
+        dictionary = self.cp.protocol.taxonomy.get(variable)
+        if dictionary is None:
+            return []
+        context = self.context.get(dictionary, {})
+        near: list[Hit] | None = None
+        kept: list[Hit] = []
+        for h in st.find(dictionary, kinds):
+            if _after_non(h):
+                continue
+            needs = context.get(h.label)
+            if needs:
+                if near is None:
+                    near = st.scanned(self.context_dicts)
+                # negation last: deciding it is the costly test
+                if not any(
+                    n.dictionary == needs
+                    and n.path == h.path
+                    and _same_clause(h, n)
+                    and not n.decided().negated
+                    for n in near
+                ):
+                    continue
+            kept.append(h)
+        return kept
+
     def categories(
         self, st: StudyText, variable: str, kinds: Iterable[str], out: dict[str, list[Row]]
     ) -> None:
-        dictionary = self.cp.protocol.taxonomy.get(variable)
-        if dictionary is None:
+        if variable not in self.cp.protocol.taxonomy:
             return
-        context = self.context.get(dictionary, {})
-        rows: dict[str, Row] = {}
-        hits = st.find(dictionary, kinds)
-        near: list[Hit] | None = None
-        for h in hits:
-            if h.label in rows:
-                continue
-            needs = context.get(h.label)
-            if not needs:
-                rows[h.label] = (h.label, h.path, h.text, h.confidence)
-                continue
-            if near is None:
-                near = st.scanned(self.context_dicts)
-            # negation last: deciding it is the costly test
-            if not any(
-                n.dictionary == needs
-                and n.path == h.path
-                and _same_clause(h, n)
-                and not n.decided().negated
-                for n in near
-            ):
-                continue
-            rows[h.label] = (h.label, h.path, h.text, h.confidence)
-        out[variable] = list(rows.values())
+        out[variable] = _rows(self.category_hits(st, variable, kinds))
 
     def dose(self, st: StudyText, out: dict[str, list[Row]]) -> None:
-        """Dose/fractionation: dictionary terms plus explicit schedules (dose per fraction)."""
-        self.categories(st, "rt_dose", _RT_KINDS, out)
-        rows = {r[0]: r for r in out.get("rt_dose", [])}
+        """Dose/fractionation: dictionary terms plus explicit schedules (dose per fraction).
+
+        A technique implies a fractionation (SBRT: hypofractionated; SRS: single fraction),
+        but what the record states outranks what a technique implies:
+        - an intervention's other names are synonyms of its name (registry thesaurus lists:
+          "Stereotactic Radiosurgery; ...; Stereotactic Radiotherapy"): a fractionation implied
+          only there, and different from the one its name implies, does not count;
+        - explicit schedules ("3 x 18 Gy", "in 3-5 fractions") replace implied fractionations
+          none of them has (a "radiosurgery" keyword on a 3-fraction SABR trial);
+        - "low-dose" wording in a field whose explicit schedules are no low-dose schedule
+          ("low-dose SBRT, 6 Gy x 5") is relative, not low-dose RT.
+        """
+        hits = self.category_hits(st, "rt_dose", _RT_KINDS)
+        schedules: list[tuple[str, str, str]] = []  # (label or "", path, matched text)
+        counts: list[int] = []  # fraction counts stated without a dose
         for f in st.texts(_RT_KINDS):
-            if "gy" not in f.text.lower():
-                continue
             low = f.text.lower()
+            if "fraction" in low or "fx" in low:
+                for m in _FRACTION_COUNT.finditer(low):
+                    if not is_negated(low, m.start(), m.end()):
+                        counts.append(int(m.group(1)))
+            if "gy" not in low:
+                continue
             for rx, kind in _SCHEDULES:
                 for m in rx.finditer(low):
                     if is_negated(low, m.start(), m.end()):
                         continue
                     label = _schedule_label(m, kind)
-                    if label and label not in rows:
-                        rows[label] = (label, f.path, m.group(), 0.9)
+                    schedules.append((label or "", f.path, m.group()))
+                    if kind == "single":
+                        counts.append(1)
+                    elif kind != "dose":
+                        counts.append(_schedule_n(m, kind))
+        stated = {label for label, _, _ in schedules if label}
+        multi = any(n > 1 for n in counts)
+        kept = []
+        for h in hits:
+            if h.label == self.low_dose_label:
+                own = [label for label, path, _ in schedules if path == h.path]
+                if own and self.low_dose_label not in own:
+                    continue
+            if self._implied(h):
+                if h.kind == "intervention" and self._synonym_conflict(h, hits):
+                    continue
+                if (
+                    h.label == self.single_label
+                    and multi
+                    and 1 not in counts
+                    and h.label not in stated
+                    and not any(x.label == h.label and not self._implied(x) for x in hits)
+                ):
+                    continue
+            kept.append(h)
+        rows = {r[0]: r for r in _rows(kept)}
+        for label, path, text in schedules:
+            if label and label not in rows:
+                rows[label] = (label, path, text, 0.9)
         out["rt_dose"] = list(rows.values())
+
+    def _implied(self, hit: Hit) -> bool:
+        key = _key_of(hit.matched)
+        return any(t in key for t in self.implied_terms.get(hit.label, ()))
+
+    def _synonym_conflict(self, hit: Hit, hits: list[Hit]) -> bool:
+        """``hit`` is implied by an other name of an intervention whose name implies another."""
+        name_end = hit.source.find("; ")
+        if name_end < 0 or hit.start < name_end:
+            return False
+        return any(
+            x.path == hit.path and x.start < name_end and x.label != hit.label and self._implied(x)
+            for x in hits
+        )
 
     def _stage_hits(self, st: StudyText, kinds: tuple[str, ...]) -> list[Hit]:
         """Stage-phrase hits; long eligibility texts go through a small stage-only scanner."""
@@ -465,10 +632,29 @@ class _Classifier:
                 out["stage"] = [(value, h.path, h.text, conf)]
                 return
             stages, evidence = _explicit_stages(st, kinds)
+            if stages and "eligibility" not in kinds:
+                # the inclusion criteria state the full range where a title names its core
+                # ("Stage I NSCLC" titled, "Stage I-IIA tumours <= 5 cm" eligible: I-II)
+                # (one mention covering them: "recurrent stage IIIB" beside "stage IV" in
+                # the criteria is an allowance, not the range)
+                for f in st.texts(("eligibility",)):
+                    low = f.text.lower()
+                    for wider, where in _stage_mentions(low):
+                        if wider > stages:
+                            text = f.text if len(low) == len(f.text) else low
+                            stages, evidence = wider, [(f.path, snippet(text, *where))]
+                            break
             if not stages:
-                for h in stage_hits:
-                    if h.label.startswith("special:") or _after_non(h):
-                        continue
+                phrases = [
+                    h
+                    for h in stage_hits
+                    if not h.label.startswith("special:") and not _after_non(h)
+                ]
+                # a vague phrase ("advanced": III-IV) gives way to a specific one in the same
+                # fields ("advanced" title, "metastatic" conditions: IV)
+                if any(h.label not in self.stage_vague for h in phrases):
+                    phrases = [h for h in phrases if h.label not in self.stage_vague]
+                for h in phrases:
                     span = self.stage_attrs.get(h.label, "")
                     nums = [_ROMAN[x.lower()] for x in re.findall(r"iv|i{1,3}", span.lower())]
                     if nums:
@@ -490,6 +676,26 @@ class _Classifier:
         out["stage"] = [(NOT_REPORTED, "conditions/keywords/title/eligibility/summary", "", 0.5)]
 
 
+def _rows(hits: Iterable[Hit]) -> list[Row]:
+    """One row per label: the first (best-ranked) hit's field, evidence and confidence."""
+    rows: dict[str, Row] = {}
+    for h in hits:
+        if h.label not in rows:
+            rows[h.label] = (h.label, h.path, h.text, h.confidence)
+    return list(rows.values())
+
+
+def _key_of(term: str) -> str:
+    return _NON_ALNUM.sub("", term.lower())
+
+
+def _schedule_n(m: re.Match[str], kind: str) -> int:
+    try:
+        return int(m.group(2) if kind in ("total_n", "dose_n") else m.group(1))
+    except (ValueError, IndexError):
+        return 0
+
+
 def _explicit_stages(st: StudyText, kinds: tuple[str, ...]) -> tuple[set[int], list]:
     """Stages of explicit "stage ..." mentions in ``kinds`` (eligibility: inclusion part)."""
     stages: set[int] = set()
@@ -504,7 +710,7 @@ def _explicit_stages(st: StudyText, kinds: tuple[str, ...]) -> tuple[set[int], l
     return stages, evidence
 
 
-def _same_clause(a: Any, b: Any, width: int = 80) -> bool:
+def _same_clause(a: Any, b: Any, width: int = 100) -> bool:
     """Two hits close together with no sentence or clause break (. ; newline) between them."""
     lo, hi = sorted((a.start, b.start))
     if hi - lo > width:
@@ -531,6 +737,9 @@ def _schedule_label(m: re.Match[str], kind: str) -> str | None:
         elif kind == "dose_n":
             dose, n = float(m.group(1)), int(m.group(2))
             total = n * dose
+        elif kind == "single":
+            dose, n = float(m.group(1)), 1
+            total = dose
         else:
             dose, n, total = float(m.group(1)), 0, 0.0
     except (ValueError, ZeroDivisionError):
@@ -579,6 +788,7 @@ def classify_one(
     out["registration_year"] = [(str(year) if year else NOT_REPORTED, date_path, raw or "", 1.0)]
     out["period"] = [(protocol.period_of(year) or NOT_REPORTED, date_path, raw or "", 1.0)]
     clf.coded(study, out)
+    clf.centres(st, out)
     clf.stage(st, out)
     clf.drugs(st, out)
     has_rt = clf.has_radiotherapy(st)

@@ -79,13 +79,21 @@ def _report(
     overrides: Path | None,
     as_of: str | None = None,
     since: str | None = None,
+    banner: str | None = None,
 ) -> Any:
     from irtscope.trials._report import build_landscape_report
 
     phases = _Phases()
     try:
         result = build_landscape_report(
-            store, protocol, out, overrides=overrides, progress=phases, as_of=as_of, since=since
+            store,
+            protocol,
+            out,
+            overrides=overrides,
+            progress=phases,
+            as_of=as_of,
+            since=since,
+            banner=banner,
         )
     finally:
         phases.close()
@@ -199,6 +207,8 @@ def demo(
                     result = harvest(store, proto.queries, client=client, progress=bar)
             except FetchError as exc:
                 reason = str(exc).split(". ")[0].rstrip(".")  # the cause, not the advice
+                if _report_from_archive(out, protocol, reason):
+                    return
                 err_console.print(
                     f"ClinicalTrials.gov is not reachable ({reason}); {OFFLINE_HINT}",
                     highlight=False,
@@ -207,6 +217,27 @@ def demo(
                 raise typer.Exit(code=1) from None
             info(result.summary())
         _report(store, protocol, out, None)
+
+
+def _report_from_archive(out: Path, protocol: str, reason: str) -> bool:
+    """Offline demo: the landscape from archived real records, when there are any.
+
+    Returns False when no archive is found (``$IRTSCOPE_ARCHIVE``, ``../shared/data/ctgov``);
+    the report carries a banner saying the records are archived, with their data dates.
+    """
+    from irtscope.trials._archive import archive_banner, archive_sources, find_archive
+
+    archive = find_archive()
+    if archive is None:
+        return False
+    info(
+        f"ClinicalTrials.gov is not reachable ({reason}); building the landscape from the "
+        f"archived registry records in {archive} (not a live search)"
+    )
+    with _fresh_store(out) as store:
+        _import_sources(store, archive_sources(archive))
+        _report(store, protocol, out, None, banner=archive_banner(store, archive))
+    return True
 
 
 def _harvest_store(out: Path) -> Any:

@@ -201,6 +201,13 @@ class Protocol(BaseModel):
     countries_dictionary: str = "countries"
     sponsors_dictionary: str = "sponsors"
     why_stopped_dictionary: str = "why_stopped"
+    places_dictionary: str | None = Field(
+        default=None,
+        description=(
+            "Place/institution names -> country (entry labels as in the countries "
+            "dictionary): region inferred from the lead sponsor when a record lists no sites."
+        ),
+    )
     weak_confidence: float = Field(
         default=0.7, ge=0, le=1, description="Calls below this are listed by 'trials review'."
     )
@@ -240,6 +247,8 @@ class Protocol(BaseModel):
         names += list(self.taxonomy.values())
         names += [self.drugs_dictionary, self.countries_dictionary, self.sponsors_dictionary]
         names.append(self.why_stopped_dictionary)
+        if self.places_dictionary:
+            names.append(self.places_dictionary)
         return list(dict.fromkeys(names))
 
     def period_of(self, year: int | None) -> str | None:

@@ -306,6 +306,7 @@ def build_landscape_report(
     progress: ProgressCallback | None = None,
     as_of: int | str | None = None,
     since: int | str | None = None,
+    banner: str | None = None,
 ) -> ReportResult:
     """Screen, classify and describe a set of registry records and write the full report.
 
@@ -330,6 +331,9 @@ def build_landscape_report(
         Store only: add the "Changes since" section from this snapshot (id or date) to the
         reported one. Without it the section compares with the snapshot before the reported
         one, when the store has one.
+    banner
+        A notice at the top of the report (escaped like all text): e.g. that the records are
+        archived ones, not a live search (see :mod:`._archive`).
 
     Returns
     -------
@@ -374,6 +378,7 @@ def build_landscape_report(
         snapshot=snapshot,
         progress=progress,
         changes=changes,
+        banner=banner,
     )
 
 
@@ -424,6 +429,7 @@ def write_landscape_report(
     snapshot: Mapping[str, Any] | None = None,
     progress: ProgressCallback | None = None,
     changes: Any = None,
+    banner: str | None = None,
 ) -> ReportResult:
     """Write tables, figures and HTML from screening and classification frames (contracts).
 
@@ -552,6 +558,7 @@ def write_landscape_report(
         "included": data.n,
         "versions": _versions(),
         "published_reference": published.citation if published else None,
+        "banner": banner,
     }
     (out / "provenance.json").write_text(json.dumps(provenance, indent=2), encoding="utf-8")
 
@@ -593,6 +600,7 @@ def write_landscape_report(
         "changes": changes_context,
         "table_names": sorted(table_files),
         "majors": INNOVATION_MAJORS,
+        "banner": banner,
         # `make demo` writes the imaging report beside this one (build/demo/imaging)
         "imaging_report": (
             "../imaging/report.html" if (out.parent / "imaging" / "report.html").is_file() else None

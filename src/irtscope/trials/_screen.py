@@ -103,6 +103,7 @@ def compile_protocol(protocol: Protocol) -> CompiledProtocol:
         protocol.countries_dictionary,
         protocol.sponsors_dictionary,
         protocol.why_stopped_dictionary,
+        protocol.places_dictionary,
     }
     side_names = {
         d for c in protocol.criteria for d in (c.unless_dictionary, c.sequence_dictionary) if d
@@ -469,7 +470,19 @@ def _rule_primary_aim(
         return RuleResult(False, title_hits[0].confidence, _hit_ev(crit.id, title_hits))
     outcome_fields = st.texts(("primary_outcome",))
     if outcome_fields:
-        hits = st.find(name, ("primary_outcome",))
+        # the measure names what the trial measures; its description explains why ("this
+        # endpoint was selected as a marker of T cell activation ... this biomarker"), which
+        # makes a biomarker the means of an efficacy endpoint, not the trial's aim
+        outcomes = get_path(st.study, "protocolSection.outcomesModule.primaryOutcomes") or []
+        measure_len = {
+            f"outcomesModule.primaryOutcomes[{i}]": len(o.get("measure") or "")
+            for i, o in enumerate(outcomes)
+        }
+        hits = [
+            h
+            for h in st.find(name, ("primary_outcome",))
+            if h.start < measure_len.get(h.path, len(h.source))
+        ]
         paths = {h.path for h in hits}
         if all(f.path in paths for f in outcome_fields):
             return RuleResult(False, 0.75, _hit_ev(crit.id, hits))
