@@ -520,3 +520,96 @@ def test_radiation_type_with_a_non_radiotherapy_name() -> None:
     frame = screen_studies([infrared, real], only_rt)
     assert _decision(frame, "NCT09000001") == ("excluded", "no_radiotherapy")
     assert _decision(frame, "NCT09000002") == ("included", "")
+
+
+# Issue 12 failure classes, on real record text (quoted from ../shared/data/ctgov).
+def test_reirradiation_in_title_is_radiotherapy() -> None:
+    # NCT03087760: the only radiotherapy named is the re-irradiation of the title
+    study = irt_study(
+        identificationModule__briefTitle="Trial of Consolidation Pembrolizumab After Concurrent "
+        "Chemotherapy and Proton Reirradiation for Thoracic Recurrences of Non-Small Cell Lung "
+        "Cancer",
+        identificationModule__officialTitle="",
+        descriptionModule={
+            "briefSummary": "people with non-small cell lung cancer (NSCLC) that has come back "
+            "after radiation therapy."
+        },
+        armsInterventionsModule__interventions=[
+            {"type": "DRUG", "name": "Pembrolizumab", "description": "Concurrent Pembrolizumab"}
+        ],
+    )
+    frame = screen_studies([study], "nsclc-irt")
+    assert frame.iloc[0]["decision"] == "included"
+    assert "Reirradiation" in frame.iloc[0]["evidence"]
+
+
+def test_tracer_typed_radiation_is_not_radiotherapy() -> None:
+    # NCT01666353: the only intervention typed Radiation is an FDG PET tracer
+    name = "PET/CT imaging with [18F] 2-deoxy-2-(18F)fluoro-D-glucose (FDG)"
+    study = irt_study(
+        identificationModule__briefTitle="FDG-PET Response Imaging During Checkpoint Blockade",
+        identificationModule__officialTitle="",
+        armsInterventionsModule__interventions=[
+            {
+                "type": "RADIATION",
+                "name": name,
+                "description": f"{name} is a potent diagnostic tool and is able to detect "
+                "melanomas and other tumors, some of which are undetectable by CT.",
+            },
+            {"type": "DRUG", "name": "Nivolumab"},
+        ],
+        armsInterventionsModule__armGroups=[
+            {"label": "Imaging", "interventionNames": [f"Radiation: {name}", "Drug: Nivolumab"]}
+        ],
+    )
+    frame = screen_studies([study], "nsclc-irt")
+    assert frame.iloc[0]["reason"] == "no_radiotherapy"
+
+
+def test_pacific_sequence_in_inclusion_criteria_counts_with_evidence() -> None:
+    # NCT03703297 inclusion criterion 2: chemoradiotherapy completed before randomisation
+    study = irt_study(
+        identificationModule__briefTitle="Durvalumab in Stage III NSCLC",
+        identificationModule__officialTitle="",
+        armsInterventionsModule__interventions=[{"type": "DRUG", "name": "Durvalumab"}],
+        eligibilityModule={
+            "eligibilityCriteria": "Inclusion criteria:\n\n2. Received 4 cycles of chemotherapy "
+            "concurrent with radiotherapy, which must be completed within 1 to 42 days prior to "
+            "randomization and the first dose of IP."
+        },
+    )
+    frame = screen_studies([study], "nsclc-irt")
+    assert frame.iloc[0]["decision"] == "included"
+    assert "sequence before enrolment" in frame.iloc[0]["evidence"]
+
+
+@pytest.mark.parametrize(
+    ("name", "other"),
+    [
+        ("ADV/HSV-tk", "Replication-defective recombinant adenovirus vector"),  # NCT03004183
+        ("GM-CSF", ""),  # NCT04106180
+        ("Varlilumab 3 mg/kg", "CDX-1127"),  # NCT04081688
+    ],
+)
+def test_gene_therapy_cytokine_and_agonists_are_other_immunotherapy(name: str, other: str) -> None:
+    ivs = [
+        {"type": "BIOLOGICAL", "name": name, "description": other},
+        {"type": "DRUG", "name": "Pembrolizumab"},
+        {"type": "RADIATION", "name": "SBRT"},
+    ]
+    frame = screen_studies([irt_study(armsInterventionsModule__interventions=ivs)], "nsclc-irt")
+    assert frame.iloc[0]["reason"] == "other_immunotherapy"
+
+
+def test_unknown_development_code_lowers_confidence() -> None:
+    # NCT03589339: an investigational agent known to no dictionary, named by its code
+    ivs = [
+        {"type": "DRUG", "name": "NBTXR3", "description": "Single intra Tumoral injection"},
+        {"type": "DRUG", "name": "Pembrolizumab"},
+        {"type": "RADIATION", "name": "SABR"},
+    ]
+    frame = screen_studies([irt_study(armsInterventionsModule__interventions=ivs)], "nsclc-irt")
+    row = frame.iloc[0]
+    assert row["decision"] == "included"
+    assert row["confidence"] <= 0.5 and row["weakest_rule"] == "other_immunotherapy"
+    assert "unknown development code 'NBTXR3'" in row["evidence"]

@@ -241,3 +241,62 @@ def test_pattern_literal_prefix(pattern: str, prefix: str) -> None:
 def test_stop_phrases_shadow_radiotherapy_terms(text: str, expected: list[str]) -> None:
     lexicon = Lexicon([load_dictionary("radiotherapy")])
     assert _labels(lexicon, text, "radiotherapy") == expected
+
+
+# Real sentences from ../shared/data/ctgov (quoted verbatim, lower-cased as the scanner sees
+# them; the record is named after each). Issue 12: add-on designs are not negations, history is.
+@pytest.mark.parametrize(
+    ("text", "term", "negated"),
+    [
+        # NCT03217071 brief summary: a randomised add-on design, one arm gets SRT
+        (
+            "clinical trial of neoadjuvant pembrolizumab with or without low-dose stereotactic "
+            "radiation therapy (srt) in stage i-iiia non-small lung cancer",
+            "stereotactic",
+            False,
+        ),
+        # NCT03217071 brief title
+        (
+            "pembrolizumab with and without radiotherapy for non-small cell lung cancer",
+            "radiotherapy",
+            False,
+        ),
+        # NCT01936961 official title
+        (
+            "a pilot study of immunochemotherapy +/- hypofractionated radiation for complete "
+            "response",
+            "radiation",
+            False,
+        ),
+        # NCT03703297 official title: PACIFIC-like consolidation sequence
+        (
+            "consolidation treatment for patients with limited stage small cell lung cancer who "
+            "have not progressed following concurrent chemoradiation therapy",
+            "chemoradiation",
+            False,
+        ),
+        # NCT04441138 intervention: completed CRT "without progression of disease"
+        (
+            "patients who have completed concurrent, split course chemoradiation without "
+            "progression of disease",
+            "chemoradiation",
+            False,
+        ),
+        # NCT03087760 brief summary: radiotherapy in the patients' history
+        (
+            "non-small cell lung cancer (nsclc) that has come back after radiation therapy.",
+            "radiation",
+            True,
+        ),
+        # NCT02659059 eligibility, hard-wrapped as in the legacy XML text block
+        (
+            "diagnosed with recurrent stage iiib non-small cell lung cancer and failed "
+            "previous\nconcurrent chemoradiation with no further curative options.",
+            "chemoradiation",
+            True,
+        ),
+    ],
+)
+def test_negation_on_real_phrasing(text: str, term: str, negated: bool) -> None:
+    start = text.index(term)
+    assert is_negated(text, start, start + len(term)) is negated
