@@ -436,7 +436,16 @@ class _Classifier:
         """
         for kinds in (("title",), ("summary",), ("description",)):
             for f in st.texts(kinds):
-                m = _CENTRES.search(f.text.lower())
+                low = f.text.lower()
+                # cheap literal test first: the regex has no literal prefix to search for
+                if (
+                    "multi" not in low
+                    and "single" not in low
+                    and "mono" not in low
+                    and ("one cent" not in low)
+                ):
+                    continue
+                m = _CENTRES.search(low)
                 if m is None:
                     continue
                 value = "single" if m.group(1) is None else "multi"
