@@ -182,11 +182,13 @@ def test_end_to_end_nsclc_150(ctgov_dir: Path, tmp_path: Path) -> None:
 # ------------------------------------------------------------------ CLI
 
 
-def test_demo_offline_one_line(tmp_path: Path) -> None:
+def test_demo_offline_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from typer.testing import CliRunner
 
     from irtscope.cli import app
 
+    # neither registry nor archived records (tests/trials/test_demo_archive.py has those)
+    monkeypatch.setenv("IRTSCOPE_ARCHIVE", str(tmp_path / "no-archive"))
     # Port 9 (discard) on localhost refuses connections: a real "registry not reachable".
     result = CliRunner().invoke(
         app,
