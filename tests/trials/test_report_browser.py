@@ -227,3 +227,20 @@ def test_changes_section_renders(driver, tmp_path: Path) -> None:
     finally:
         if previous and previous != "data:,":
             driver.get(previous)
+
+
+def test_offline_demo_report_opens(
+    driver, ctgov_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The report `make demo` writes without the registry: archived records, banner on screen."""
+    from test_demo_archive import run_offline_demo
+
+    from irtscope.trials._archive import ARCHIVE_BANNER
+
+    out = run_offline_demo(ctgov_dir, tmp_path, monkeypatch)
+    driver.get((out / "report.html").resolve().as_uri())
+    banner = driver.find_element("css selector", "p.banner").text
+    assert banner.startswith(ARCHIVE_BANNER)
+    assert "data of 2020-07-28" in banner
+    assert driver.execute_script("return window.__pwned === undefined")
+    assert driver.find_elements("css selector", "img")
