@@ -25,7 +25,7 @@ _LAZY = {
     "load_manifest": "irtscope.imaging._manifest",
     "validate_manifest": "irtscope.imaging._manifest",
     "simulate_cohorts": "irtscope.imaging._simulate",
-    # deep learning (issue 7)
+    # deep learning
     "DeepConfig": "irtscope.imaging._deep",
     "AugmentSettings": "irtscope.imaging._deep",
     "TrainedLesionCNN": "irtscope.imaging._deep",
@@ -48,7 +48,7 @@ _LAZY = {
     "build_deep_section": "irtscope.imaging._deep_report",
     "comparison_table": "irtscope.imaging._deep_report",
     "write_deep_outputs": "irtscope.imaging._deep_report",
-    # outcome models and validation (issue 6)
+    # outcome models and validation
     "ComBatHarmonizer": "irtscope.imaging._preprocess",
     "CorrelationFilter": "irtscope.imaging._preprocess",
     "NearZeroVarianceFilter": "irtscope.imaging._preprocess",

@@ -159,7 +159,7 @@ def evaluate(
 
 
 def _deep_sections(manifest: Path, features: Path, out: Path, seed: int) -> list[dict[str, Any]]:
-    """HOOK for the deep-learning section of the demo report.
+    """The deep-learning section of the demo report.
 
     The deep-learning module may provide ``irtscope.imaging._deep_report.demo_section(
     manifest_path, features_path, out_dir, seed) -> dict | None`` returning one report section

@@ -7,7 +7,7 @@ every figure title, so they cannot be mistaken for trial results.
 
 Extra sections
 --------------
-Other models (e.g. the deep-learning engineer's CNN) add their results through
+Other models (e.g. the 3D CNN) add their results through
 ``extra_sections``: a list of dicts with ``title`` (str), ``html`` (a
 :class:`markupsafe.Markup` fragment, rendered by the caller from an autoescaped template such
 as :func:`irtscope.report.render_template_string`) and optional ``figures`` (a list of dicts
